@@ -1,0 +1,200 @@
+//! `ApiError`: every client-visible outcome, rendered as problem+json.
+//!
+//! Infrastructure errors are classified here, once: an unreachable database
+//! or an exhausted pool is 503 (with `Retry-After`), a unique violation 409,
+//! anything else 500 with details logged and never sent to the client.
+
+use serde::Serialize;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Rejection, Reply};
+
+/// One invalid field, in the `errors` array of a 422.
+#[derive(Debug, Clone, Serialize)]
+pub struct FieldError {
+    /// JSON path or parameter name.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// Every error the API answers with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 404: `<what>_not_found`.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// 422: the request is well-formed HTTP but its content is invalid.
+    #[error("{detail}")]
+    Invalid {
+        /// Stable code, e.g. `invalid_request`.
+        code: &'static str,
+        /// Human-readable explanation.
+        detail: String,
+        /// Per-field errors, possibly empty.
+        errors: Vec<FieldError>,
+    },
+    /// 422: `ADE_SAFE_MODE` refuses new runs.
+    #[error("safe mode is enabled: new runs are refused")]
+    SafeMode,
+    /// 409: the request conflicts with the current state.
+    #[error("{detail}")]
+    Conflict {
+        /// Stable code, e.g. `idempotency_key_reused`.
+        code: &'static str,
+        /// Human-readable explanation.
+        detail: String,
+    },
+    /// 413: the body or upload is larger than allowed.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 405: the path exists, the method does not.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 429: too many runs are queued.
+    #[error("too many queued runs; try again later")]
+    QueueFull,
+    /// 503: a dependency the request needs is down.
+    #[error("the service is temporarily unavailable; try again shortly")]
+    Unavailable,
+    /// 500: a bug or an unexpected failure; details are logged only.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// A 422 with code `invalid_request`.
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Self::Invalid { code: "invalid_request", detail: detail.into(), errors: vec![] }
+    }
+
+    /// A 422 with a code and one field error.
+    pub fn field(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let errors = vec![FieldError { field: field.into(), message: message.clone() }];
+        Self::Invalid { code, detail: message, errors }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Invalid { .. } | Self::SafeMode => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::QueueFull => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable problem+json `code`.
+    pub fn code(&self) -> String {
+        match self {
+            Self::NotFound(what) => format!("{what}_not_found"),
+            Self::Invalid { code, .. } | Self::Conflict { code, .. } => (*code).to_owned(),
+            Self::SafeMode => "safe_mode_enabled".into(),
+            Self::TooLarge(_) => "payload_too_large".into(),
+            Self::MethodNotAllowed => "method_not_allowed".into(),
+            Self::QueueFull => "run_queue_full".into(),
+            Self::Unavailable => "service_unavailable".into(),
+            Self::Internal(_) => "internal_error".into(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [FieldError]>,
+}
+
+impl Reply for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(e) = &self {
+            tracing::error!(error = ?e, "internal error");
+        }
+        let status = self.status();
+        let code = self.code();
+        let errors = match &self {
+            Self::Invalid { errors, .. } if !errors.is_empty() => Some(errors.as_slice()),
+            _ => None,
+        };
+        let problem = Problem {
+            kind: format!("https://ade.dev/problems/{code}"),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            code,
+            errors,
+        };
+        let body = serde_json::to_vec(&problem).expect("a problem always serializes");
+        let mut res = Response::new(body.into());
+        *res.status_mut() = status;
+        let headers = res.headers_mut();
+        headers.insert("content-type", "application/problem+json".parse().expect("valid header"));
+        if matches!(self, Self::Unavailable | Self::QueueFull) {
+            headers.insert("retry-after", "5".parse().expect("valid header"));
+        }
+        res
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        tracing::warn!(error = %e, "database unavailable");
+        Self::Unavailable
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        use tokio_postgres::error::SqlState;
+        match e.code() {
+            Some(&SqlState::UNIQUE_VIOLATION) => Self::Conflict {
+                code: "conflict",
+                detail: "the resource changed concurrently; retry the request".into(),
+            },
+            None => {
+                tracing::warn!(error = %e, "database unavailable");
+                Self::Unavailable
+            }
+            Some(_) => Self::Internal(e.into()),
+        }
+    }
+}
+
+impl From<std::io::Error> for ApiError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+/// Turns warp's own rejections (routing, methods, bodies) into problem+json.
+pub async fn recover(rejection: Rejection) -> Result<Response, Rejection> {
+    let error = if rejection.is_not_found() {
+        ApiError::NotFound("resource")
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
+        ApiError::field("invalid_query", "query", e.to_string())
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ApiError::TooLarge("the request body is too large".into())
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::MethodNotAllowed
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
+        ApiError::invalid(e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::UnsupportedMediaType>() {
+        ApiError::Invalid { code: "unsupported_media_type", detail: e.to_string(), errors: vec![] }
+    } else if let Some(e) = rejection.find::<warp::reject::LengthRequired>() {
+        ApiError::invalid(e.to_string())
+    } else {
+        ApiError::Internal(anyhow::anyhow!("unhandled rejection: {rejection:?}"))
+    };
+    Ok(error.into_response())
+}

@@ -1,0 +1,95 @@
+//! The ADE Runs HTTP API.
+//!
+//! - [`settings`]: the typed settings of `ade-api`.
+//! - [`routes`]: one module per resource, mirroring the URL tree.
+//! - [`error`]: `ApiError`, the one error type at the HTTP edge (problem+json).
+//! - [`package`]: reading uploaded configuration packages safely.
+//! - [`dispatch`]: publishing accepted runs to RabbitMQ, and re-publishing
+//!   those a broker outage left behind.
+//!
+//! [`Application::build`] binds the listener and returns a handle that knows
+//! its address; [`Application::run_until`] serves until the shutdown future
+//! resolves. Tests build the application on port 0 the same way `main` does.
+
+pub mod dispatch;
+pub mod error;
+pub mod package;
+pub mod routes;
+pub mod settings;
+pub mod state;
+
+use ade_common::amqp::{Publisher, Topology};
+use ade_common::storage::DataDir;
+use anyhow::Context as _;
+use settings::ApiSettings;
+use state::AppState;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Creates the database if needed and applies migrations.
+pub async fn migrate(settings: &ApiSettings) -> anyhow::Result<()> {
+    ade_common::db::create_database_if_missing(&settings.common.database_url).await?;
+    ade_common::db::migrate(&settings.common.database_url).await
+}
+
+/// A bound, not yet serving API.
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Migrates, connects and binds `ADE_API_ADDR`.
+    pub async fn build(settings: ApiSettings) -> anyhow::Result<Self> {
+        migrate(&settings).await?;
+        let listener = tokio::net::TcpListener::bind(settings.api_addr)
+            .await
+            .with_context(|| format!("binding {}", settings.api_addr))?;
+        let pool = ade_common::db::pool(&settings.common.database_url, 16)?;
+        let topology = Topology::new(settings.common.amqp_prefix.clone());
+        let publisher = Publisher::new(settings.common.amqp_url.clone(), "ade-api", topology);
+        let state = AppState(Arc::new(state::Inner {
+            pool,
+            publisher,
+            data_dir: DataDir::new(&settings.common.data_dir),
+            settings,
+        }));
+        Ok(Self { listener, state })
+    }
+
+    /// The address the API listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let token = CancellationToken::new();
+        let redispatch = tokio::spawn(dispatch::redispatch_loop(self.state.clone(), token.clone()));
+        tracing::info!(addr = %self.addr(), "serving");
+        let stop = token.clone();
+        warp::serve(routes::routes(self.state))
+            .incoming(self.listener)
+            .graceful(async move {
+                shutdown.await;
+                stop.cancel();
+            })
+            .run()
+            .await;
+        token.cancel();
+        redispatch.await.context("redispatch task")?;
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,207 @@
+//! `/workspaces/{id}/configurations`: config packages, from the template or an upload.
+
+use super::multipart::{bad_multipart, read_part, read_text};
+use super::workspaces::{self, checked_name};
+use super::{PageQuery, created, json, json_body, page, parse_json, with};
+use crate::error::ApiError;
+use crate::package::{self, CanonicalPackage, MAX_ARCHIVE_BYTES, PackageError};
+use crate::state::AppState;
+use ade_common::time_fmt::serde_ts;
+use bytes::Bytes;
+use futures_util::TryStreamExt as _;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use uuid::Uuid;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::multipart::FormData;
+use warp::reply::Response;
+use warp::Filter;
+
+const COLUMNS: &str = "id, workspace_id, name, content_digest, active_build_id, created_at, updated_at";
+
+/// A configuration as the API shows it (the package itself is not included).
+#[derive(Debug, Serialize)]
+pub struct Configuration {
+    id: Uuid,
+    workspace_id: Uuid,
+    name: String,
+    content_digest: String,
+    active_build_id: Option<Uuid>,
+    #[serde(with = "serde_ts")]
+    created_at: OffsetDateTime,
+    #[serde(with = "serde_ts")]
+    updated_at: OffsetDateTime,
+}
+
+impl From<&Row> for Configuration {
+    fn from(row: &Row) -> Self {
+        Self {
+            id: row.get("id"),
+            workspace_id: row.get("workspace_id"),
+            name: row.get("name"),
+            content_digest: row.get("content_digest"),
+            active_build_id: row.get("active_build_id"),
+            created_at: row.get("created_at"),
+            updated_at: row.get("updated_at"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateFromSource {
+    name: String,
+    source: Source,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum Source {
+    Template,
+}
+
+/// What a create or replace request carries, however it was encoded.
+struct Upload {
+    name: Option<String>,
+    package: CanonicalPackage,
+}
+
+/// Create (multipart or JSON), replace the package, list, get.
+pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let form = warp::multipart::form().max_length(MAX_ARCHIVE_BYTES as u64 + 64 * 1024);
+    let create_multipart = warp::path!("workspaces" / Uuid / "configurations")
+        .and(warp::post())
+        .and(with(state.clone()))
+        .and(form.clone())
+        .then(|ws, state, form| async move { create(ws, state, from_form(form).await).await });
+    let create_json = warp::path!("workspaces" / Uuid / "configurations")
+        .and(warp::post())
+        .and(with(state.clone()))
+        .and(json_body())
+        .then(|ws, state, body: Bytes| async move { create(ws, state, from_json(&body)).await });
+    let replace = warp::path!("workspaces" / Uuid / "configurations" / Uuid / "package")
+        .and(warp::put())
+        .and(with(state.clone()))
+        .and(form)
+        .then(replace);
+    let list = warp::path!("workspaces" / Uuid / "configurations")
+        .and(warp::get())
+        .and(with(state.clone()))
+        .and(warp::query::<PageQuery>())
+        .then(list);
+    let get = warp::path!("workspaces" / Uuid / "configurations" / Uuid)
+        .and(warp::get())
+        .and(with(state))
+        .then(get);
+    create_multipart
+        .or(create_json)
+        .unify()
+        .or(replace)
+        .unify()
+        .or(list)
+        .unify()
+        .or(get)
+        .unify()
+        .map(warp::Reply::into_response)
+        .boxed()
+}
+
+async fn create(ws: Uuid, state: AppState, upload: Result<Upload, ApiError>) -> Result<Response, ApiError> {
+    workspaces::find(&state, ws).await?;
+    let upload = upload?;
+    let name = checked_name(upload.name.as_deref().ok_or_else(|| ApiError::field("invalid_request", "name", "name is required"))?)?;
+    let row = state
+        .db()
+        .await?
+        .query_one(
+            &format!(
+                "INSERT INTO configurations (id, workspace_id, name, content_digest, package)
+                 VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
+            ),
+            &[&ade_common::ids::new_id(), &ws, &name, &upload.package.digest.as_str(), &upload.package.archive],
+        )
+        .await?;
+    let config = Configuration::from(&row);
+    Ok(created(format!("/api/v1/workspaces/{ws}/configurations/{}", config.id), &config))
+}
+
+async fn replace(ws: Uuid, id: Uuid, state: AppState, form: FormData) -> Result<Response, ApiError> {
+    find(&state, ws, id).await?;
+    let upload = from_form(form).await?;
+    let row = state
+        .db()
+        .await?
+        .query_opt(
+            &format!(
+                "UPDATE configurations SET content_digest = $3, package = $4, updated_at = now()
+                 WHERE workspace_id = $1 AND id = $2 RETURNING {COLUMNS}"
+            ),
+            &[&ws, &id, &upload.package.digest.as_str(), &upload.package.archive],
+        )
+        .await?
+        .ok_or(ApiError::NotFound("configuration"))?;
+    Ok(json(StatusCode::OK, &Configuration::from(&row)))
+}
+
+async fn list(ws: Uuid, state: AppState, q: PageQuery) -> Result<Response, ApiError> {
+    workspaces::find(&state, ws).await?;
+    let limit = q.limit()?;
+    let cursor = q.cursor.unwrap_or(Uuid::max());
+    let rows = state
+        .db()
+        .await?
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM configurations WHERE workspace_id = $1 AND id < $2
+                 ORDER BY id DESC LIMIT $3"
+            ),
+            &[&ws, &cursor, &(limit + 1)],
+        )
+        .await?;
+    let items = rows.iter().map(Configuration::from).collect();
+    Ok(json(StatusCode::OK, &page(items, limit, |c: &Configuration| c.id)))
+}
+
+async fn get(ws: Uuid, id: Uuid, state: AppState) -> Result<Response, ApiError> {
+    Ok(json(StatusCode::OK, &Configuration::from(&find(&state, ws, id).await?)))
+}
+
+async fn find(state: &AppState, ws: Uuid, id: Uuid) -> Result<Row, ApiError> {
+    state
+        .db()
+        .await?
+        .query_opt(&format!("SELECT {COLUMNS} FROM configurations WHERE workspace_id = $1 AND id = $2"), &[&ws, &id])
+        .await?
+        .ok_or(ApiError::NotFound("configuration"))
+}
+
+fn from_json(body: &[u8]) -> Result<Upload, ApiError> {
+    let req: CreateFromSource = parse_json(body)?;
+    match req.source {
+        Source::Template => Ok(Upload { name: Some(req.name), package: package::template() }),
+    }
+}
+
+async fn from_form(form: FormData) -> Result<Upload, ApiError> {
+    let mut parts = form;
+    let (mut name, mut archive) = (None, None);
+    while let Some(part) = parts.try_next().await.map_err(bad_multipart)? {
+        match part.name() {
+            "name" => name = Some(read_text(part, 1024).await?),
+            "package" => archive = Some(read_part(part, MAX_ARCHIVE_BYTES).await?),
+            other => return Err(ApiError::field("invalid_request", other, "unknown form field")),
+        }
+    }
+    let archive = archive.ok_or_else(|| ApiError::field("invalid_request", "package", "package is required"))?;
+    let package = package::from_upload(&archive).map_err(package_error)?;
+    Ok(Upload { name, package })
+}
+
+fn package_error(e: PackageError) -> ApiError {
+    match e {
+        PackageError::TooLarge(_) => ApiError::TooLarge(e.to_string()),
+        _ => ApiError::field("invalid_package", "package", e.to_string()),
+    }
+}

@@ -1,0 +1,155 @@
+//! `/workspaces/{id}/documents`: uploaded input files.
+//!
+//! The bytes live under `ADE_DATA_DIR/documents/<workspace>/<document>`; the
+//! uploaded file name is metadata only and never touches the filesystem.
+
+use super::multipart::{bad_multipart, save_part};
+use super::workspaces;
+use super::{created, json, with};
+use crate::error::ApiError;
+use crate::state::AppState;
+use ade_common::time_fmt::serde_ts;
+use futures_util::TryStreamExt as _;
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use uuid::Uuid;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::multipart::FormData;
+use warp::reply::Response;
+use warp::Filter;
+
+const COLUMNS: &str = "id, workspace_id, name, content_type, byte_size, sha256, created_at";
+
+/// A document as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct Document {
+    id: Uuid,
+    workspace_id: Uuid,
+    name: String,
+    content_type: String,
+    byte_size: i64,
+    sha256: String,
+    #[serde(with = "serde_ts")]
+    created_at: OffsetDateTime,
+}
+
+impl From<&Row> for Document {
+    fn from(row: &Row) -> Self {
+        Self {
+            id: row.get("id"),
+            workspace_id: row.get("workspace_id"),
+            name: row.get("name"),
+            content_type: row.get("content_type"),
+            byte_size: row.get("byte_size"),
+            sha256: row.get("sha256"),
+            created_at: row.get("created_at"),
+        }
+    }
+}
+
+/// Upload, metadata, download.
+pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let limit = state.settings.max_upload_bytes;
+    let upload = warp::path!("workspaces" / Uuid / "documents")
+        .and(warp::post())
+        .and(with(state.clone()))
+        .and(warp::multipart::form().max_length(limit + 64 * 1024))
+        .then(upload);
+    let get = warp::path!("workspaces" / Uuid / "documents" / Uuid)
+        .and(warp::get())
+        .and(with(state.clone()))
+        .then(get);
+    let download = warp::path!("workspaces" / Uuid / "documents" / Uuid / "download")
+        .and(warp::get())
+        .and(with(state))
+        .then(download);
+    upload.or(get).unify().or(download).unify().map(warp::Reply::into_response).boxed()
+}
+
+async fn upload(ws: Uuid, state: AppState, mut form: FormData) -> Result<Response, ApiError> {
+    workspaces::find(&state, ws).await?;
+    let tmp_dir = state.data_dir.uploads_tmp();
+    tokio::fs::create_dir_all(&tmp_dir).await?;
+    let id = ade_common::ids::new_id();
+    let tmp = tmp_dir.join(format!("{id}.upload"));
+    let mut saved = None;
+    while let Some(part) = form.try_next().await.map_err(bad_multipart)? {
+        if part.name() != "file" {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(ApiError::field("invalid_request", part.name(), "unknown form field"));
+        }
+        let name = display_name(part.filename());
+        let content_type = content_type_of(&name, part.content_type());
+        let (size, digest) = save_part(part, &tmp, state.settings.max_upload_bytes).await?;
+        saved = Some((name, content_type, size, digest));
+    }
+    let (name, content_type, size, digest) =
+        saved.ok_or_else(|| ApiError::field("invalid_request", "file", "file is required"))?;
+    // The bytes are in place before the row exists: a crash in between leaves
+    // an unreferenced file, never a document without content.
+    let path = state.data_dir.document(ws, id);
+    tokio::fs::create_dir_all(path.parent().expect("documents have a parent folder")).await?;
+    tokio::fs::rename(&tmp, &path).await?;
+    let row = state
+        .db()
+        .await?
+        .query_one(
+            &format!(
+                "INSERT INTO documents (id, workspace_id, name, content_type, byte_size, sha256)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
+            ),
+            &[&id, &ws, &name, &content_type, &(size as i64), &digest.hex()],
+        )
+        .await?;
+    Ok(created(format!("/api/v1/workspaces/{ws}/documents/{id}"), &Document::from(&row)))
+}
+
+async fn get(ws: Uuid, id: Uuid, state: AppState) -> Result<Response, ApiError> {
+    Ok(json(StatusCode::OK, &Document::from(&find(&state, ws, id).await?)))
+}
+
+async fn download(ws: Uuid, id: Uuid, state: AppState) -> Result<Response, ApiError> {
+    let row = find(&state, ws, id).await?;
+    let doc = Document::from(&row);
+    super::runs::outputs::file_response(&state.data_dir.document(ws, id), &doc.content_type, &doc.name).await
+}
+
+async fn find(state: &AppState, ws: Uuid, id: Uuid) -> Result<Row, ApiError> {
+    state
+        .db()
+        .await?
+        .query_opt(&format!("SELECT {COLUMNS} FROM documents WHERE workspace_id = $1 AND id = $2"), &[&ws, &id])
+        .await?
+        .ok_or(ApiError::NotFound("document"))
+}
+
+/// The last path component of the client's file name, printable, bounded.
+fn display_name(filename: Option<&str>) -> String {
+    let base = filename.unwrap_or("upload").rsplit(['/', '\\']).next().unwrap_or("upload");
+    let clean: String = base.chars().filter(|c| !c.is_control()).take(255).collect();
+    if clean.trim().is_empty() { "upload".into() } else { clean }
+}
+
+/// The declared content type, or one guessed from a few known extensions.
+fn content_type_of(name: &str, declared: Option<&str>) -> String {
+    let guessed = match name.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()) {
+        Some(ext) if ext == "csv" => "text/csv",
+        Some(ext) if ext == "tsv" => "text/tab-separated-values",
+        Some(ext) if ext == "txt" => "text/plain",
+        Some(ext) if ext == "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        _ => "application/octet-stream",
+    };
+    match declared {
+        Some(d) if d != "application/octet-stream" && is_sane_mime(d) => d.to_owned(),
+        _ => guessed.to_owned(),
+    }
+}
+
+/// A `type/subtype` of printable ASCII, short enough for a header.
+fn is_sane_mime(s: &str) -> bool {
+    s.len() <= 255
+        && s.split_once('/').is_some_and(|(t, st)| !t.is_empty() && !st.is_empty())
+        && s.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+}

@@ -1,0 +1,124 @@
+//! The route tree. One module per resource; each exposes `routes(state)`.
+//!
+//! Handlers return `Result<Response, ApiError>` and render errors themselves;
+//! warp rejections are left for routing, and [`crate::error::recover`] turns
+//! the ones that escape (unknown path, bad method, oversized body) into
+//! problem+json.
+
+pub mod configurations;
+pub mod documents;
+pub mod health;
+pub mod multipart;
+pub mod runs;
+pub mod workspaces;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+/// Largest JSON request body.
+pub const MAX_JSON_BYTES: u64 = 1024 * 1024;
+
+/// Every route, with rejections recovered into problem+json.
+pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let api = warp::path("api").and(warp::path("v1"));
+    let v1 = workspaces::routes(state.clone())
+        .or(configurations::routes(state.clone()))
+        .unify()
+        .or(documents::routes(state.clone()))
+        .unify()
+        .or(runs::routes(state.clone()))
+        .unify()
+        .or(openapi())
+        .unify();
+    health::routes(state)
+        .or(api.and(v1))
+        .unify()
+        .recover(crate::error::recover)
+        .unify()
+        .with(warp::trace::request())
+        .map(Reply::into_response)
+        .boxed()
+}
+
+fn openapi() -> BoxedFilter<(Response,)> {
+    warp::path!("openapi.json")
+        .and(warp::get())
+        .map(|| {
+            let mut res = Response::new(include_str!("../../openapi.json").into());
+            res.headers_mut().insert("content-type", "application/json".parse().expect("valid header"));
+            res
+        })
+        .boxed()
+}
+
+/// The shared state, for `.and(with(state))`.
+pub fn with(state: AppState) -> impl Filter<Extract = (AppState,), Error = std::convert::Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// A bounded raw body, for handlers that parse JSON themselves.
+pub fn json_body() -> impl Filter<Extract = (Bytes,), Error = warp::Rejection> + Clone {
+    warp::body::content_length_limit(MAX_JSON_BYTES).and(warp::body::bytes())
+}
+
+/// Parses a JSON body; an empty body reads as `{}`. Errors are 422 `invalid_request`.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { body };
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+}
+
+/// A JSON reply with a status.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    warp::reply::with_status(warp::reply::json(value), status).into_response()
+}
+
+/// A 201 JSON reply with a `Location` header.
+pub fn created<T: Serialize>(location: String, value: &T) -> Response {
+    let mut res = json(StatusCode::CREATED, value);
+    res.headers_mut().insert("location", location.parse().expect("ids make valid headers"));
+    res
+}
+
+/// A page of items with the cursor of the next page.
+#[derive(Serialize)]
+pub struct Page<T> {
+    /// This page's items.
+    pub items: Vec<T>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// `limit` and `cursor` query parameters of list endpoints.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// Page size, 1..=200 (default 50).
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<uuid::Uuid>,
+}
+
+impl PageQuery {
+    /// The page size, checked.
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        match self.limit.unwrap_or(50) {
+            l @ 1..=200 => Ok(l),
+            _ => Err(ApiError::field("invalid_query", "limit", "limit must be between 1 and 200")),
+        }
+    }
+}
+
+/// Builds a page from `limit + 1` fetched rows (the extra one says "more").
+pub fn page<T>(mut items: Vec<T>, limit: i64, id: impl Fn(&T) -> uuid::Uuid) -> Page<T> {
+    let more = items.len() as i64 > limit;
+    items.truncate(limit as usize);
+    let next_cursor = if more { items.last().map(|i| id(i).to_string()) } else { None };
+    Page { items, next_cursor }
+}

@@ -1,0 +1,153 @@
+//! `POST /configs/{id}/runs` (and its alias `/configurations/{id}/runs`).
+//!
+//! The run and its `run.queued` event are committed in one transaction before
+//! anything is published; only then is the job offered to RabbitMQ. If the
+//! broker is down the run is still accepted, and the redispatcher offers it
+//! again once the broker is back.
+
+use super::resource::{COLUMNS, RunResource};
+use crate::error::{ApiError, FieldError};
+use crate::routes::{created, json, json_body, parse_json, with};
+use crate::state::AppState;
+use ade_common::events::{NewEvent, Source, append_run_events};
+use ade_common::ids::Digest;
+use ade_common::runs::RunOptions;
+use bytes::Bytes;
+use deadpool_postgres::Transaction;
+use serde::Deserialize;
+use uuid::Uuid;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Filter;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRun {
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    options: RunOptions,
+}
+
+/// Both spellings of the create path.
+pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let path = warp::path!("configs" / Uuid / "runs").or(warp::path!("configurations" / Uuid / "runs")).unify();
+    path.and(warp::post())
+        .and(with(state))
+        .and(warp::header::optional::<String>("idempotency-key"))
+        .and(json_body())
+        .then(create)
+        .map(warp::Reply::into_response)
+        .boxed()
+}
+
+async fn create(config_id: Uuid, state: AppState, key: Option<String>, body: Bytes) -> Result<Response, ApiError> {
+    let req: CreateRun = parse_json(&body)?;
+    if req.stream {
+        return Err(ApiError::field("streaming_unavailable", "stream", "live streaming is not available yet; use stream=false"));
+    }
+    check_options(&req.options)?;
+    if state.settings.safe_mode {
+        return Err(ApiError::SafeMode);
+    }
+    let key = key.map(checked_key).transpose()?;
+    let digest = Digest::sha256(&serde_json::to_vec(&req.options).expect("options serialize"));
+    let mut db = state.db().await?;
+    let tx = db.transaction().await?;
+    let workspace_id = check_preconditions(&tx, &state, config_id, &req.options).await?;
+    if let Some(key) = &key {
+        if let Some(existing) = find_by_key(&tx, config_id, key, &digest).await? {
+            return Ok(json(StatusCode::OK, &existing));
+        }
+    }
+    let run_id = ade_common::ids::new_id();
+    let options = serde_json::to_value(&req.options).expect("options serialize");
+    let row = tx
+        .query_one(
+            &format!(
+                "INSERT INTO runs (id, workspace_id, configuration_id, status, options, idempotency_key, request_digest)
+                 VALUES ($1, $2, $3, 'queued', $4, $5, $6) RETURNING {COLUMNS}"
+            ),
+            &[&run_id, &workspace_id, &config_id, &options, &key, &digest.as_str()],
+        )
+        .await?;
+    let queued = NewEvent::new("run.queued", Source::Api, serde_json::json!({ "options": options }));
+    append_run_events(&tx, run_id, &[queued]).await?;
+    tx.commit().await?;
+    drop(db);
+    crate::dispatch::offer_run(&state, run_id).await;
+    Ok(created(format!("/api/v1/runs/{run_id}"), &RunResource::from(&row)))
+}
+
+fn check_options(options: &RunOptions) -> Result<(), ApiError> {
+    options.check().map_err(|errors| ApiError::Invalid {
+        code: "invalid_options",
+        detail: errors.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join("; "),
+        errors: errors.into_iter().map(|(field, message)| FieldError { field, message }).collect(),
+    })
+}
+
+/// An `Idempotency-Key`: 1 to 255 printable ASCII characters.
+fn checked_key(key: String) -> Result<String, ApiError> {
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::field("invalid_request", "Idempotency-Key", "must be 1 to 255 printable ASCII characters"));
+    }
+    Ok(key)
+}
+
+/// Checks everything a new run needs; returns the configuration's workspace.
+async fn check_preconditions(tx: &Transaction<'_>, state: &AppState, config_id: Uuid, options: &RunOptions) -> Result<Uuid, ApiError> {
+    let config = tx
+        .query_opt(
+            "SELECT c.workspace_id, b.status = 'failed' AND b.config_digest = c.content_digest AS build_failed
+             FROM configurations c LEFT JOIN builds b ON b.id = c.active_build_id
+             WHERE c.id = $1",
+            &[&config_id],
+        )
+        .await?
+        .ok_or(ApiError::NotFound("configuration"))?;
+    let workspace_id: Uuid = config.get(0);
+    let found: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM documents WHERE workspace_id = $1 AND id = ANY($2)",
+            &[&workspace_id, &options.document_ids],
+        )
+        .await?
+        .get(0);
+    if found != options.document_ids.len() as i64 {
+        return Err(ApiError::NotFound("document"));
+    }
+    if config.get::<_, Option<bool>>(1) == Some(true) && !options.force_rebuild {
+        return Err(ApiError::Conflict {
+            code: "environment_not_ready",
+            detail: "the build for this configuration failed; fix it, or run with force_rebuild".into(),
+        });
+    }
+    let queued: i64 = tx
+        .query_one("SELECT count(*) FROM runs WHERE status IN ('queued', 'waiting_for_build')", &[])
+        .await?
+        .get(0);
+    if queued >= state.settings.max_queued_runs {
+        return Err(ApiError::QueueFull);
+    }
+    Ok(workspace_id)
+}
+
+/// The run created earlier with this key, if the request is the same; 409 if not.
+async fn find_by_key(tx: &Transaction<'_>, config_id: Uuid, key: &str, digest: &Digest) -> Result<Option<RunResource>, ApiError> {
+    let row = tx
+        .query_opt(
+            &format!("SELECT {COLUMNS}, request_digest FROM runs WHERE configuration_id = $1 AND idempotency_key = $2"),
+            &[&config_id, &key],
+        )
+        .await?;
+    match row {
+        None => Ok(None),
+        Some(row) if row.get::<_, Option<&str>>("request_digest") == Some(digest.as_str()) => Ok(Some(RunResource::from(&row))),
+        Some(_) => Err(ApiError::Conflict {
+            code: "idempotency_key_reused",
+            detail: "this Idempotency-Key was used with a different request".into(),
+        }),
+    }
+}

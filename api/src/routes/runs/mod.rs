@@ -1,0 +1,87 @@
+//! `/runs` and `/configs/{id}/runs`: creating, reading and listing runs.
+
+mod create;
+pub mod events;
+pub mod outputs;
+pub mod resource;
+
+use super::{PageQuery, json, page, with};
+use crate::error::ApiError;
+use crate::state::AppState;
+use resource::{COLUMNS, RunResource};
+use serde::Deserialize;
+use uuid::Uuid;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Filter;
+
+/// Create, get, list, and the per-run sub-resources.
+pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let get = warp::path!("runs" / Uuid).and(warp::get()).and(with(state.clone())).then(get);
+    let list = warp::path!("workspaces" / Uuid / "runs")
+        .and(warp::get())
+        .and(with(state.clone()))
+        .and(warp::query::<ListQuery>())
+        .then(list);
+    create::routes(state.clone())
+        .or(get.map(warp::Reply::into_response))
+        .unify()
+        .or(list.map(warp::Reply::into_response))
+        .unify()
+        .or(events::routes(state.clone()))
+        .unify()
+        .or(outputs::routes(state))
+        .unify()
+        .boxed()
+}
+
+async fn get(id: Uuid, state: AppState) -> Result<Response, ApiError> {
+    Ok(json(StatusCode::OK, &find(&state, id).await?))
+}
+
+/// The run, or 404 `run_not_found`.
+pub async fn find(state: &AppState, id: Uuid) -> Result<RunResource, ApiError> {
+    let row = state
+        .db()
+        .await?
+        .query_opt(&format!("SELECT {COLUMNS} FROM runs WHERE id = $1"), &[&id])
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
+    Ok(RunResource::from(&row))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    configuration_id: Option<Uuid>,
+    limit: Option<i64>,
+    cursor: Option<Uuid>,
+}
+
+async fn list(ws: Uuid, state: AppState, q: ListQuery) -> Result<Response, ApiError> {
+    super::workspaces::find(&state, ws).await?;
+    let limit = PageQuery { limit: q.limit, cursor: q.cursor }.limit()?;
+    if let Some(s) = &q.status {
+        if !ade_common::runs::RUN_STATUSES.contains(&s.as_str()) {
+            return Err(ApiError::field("invalid_query", "status", format!("unknown status {s:?}")));
+        }
+    }
+    let rows = state
+        .db()
+        .await?
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM runs WHERE workspace_id = $1
+                   AND ($2::text IS NULL OR status = $2)
+                   AND ($3::uuid IS NULL OR configuration_id = $3)
+                   AND id < $4
+                 ORDER BY id DESC LIMIT $5"
+            ),
+            &[&ws, &q.status, &q.configuration_id, &q.cursor.unwrap_or(Uuid::max()), &(limit + 1)],
+        )
+        .await?;
+    let items = rows.iter().map(RunResource::from).collect();
+    Ok(json(StatusCode::OK, &page(items, limit, RunResource::id)))
+}

@@ -1,0 +1,58 @@
+//! `ade-api` settings: the shared ones plus the HTTP side.
+
+use ade_common::settings::CommonSettings;
+use std::net::SocketAddr;
+
+/// Command line of `ade-api`.
+#[derive(Debug, clap::Parser)]
+#[command(name = "ade-api", version, about = "ADE Runs HTTP API")]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings, from flags or `ADE_*` environment variables.
+    #[command(flatten)]
+    pub settings: ApiSettings,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
+pub enum Command {
+    /// Migrate the database, then serve the API.
+    Serve,
+    /// Create the database if missing, apply migrations and exit.
+    Migrate,
+}
+
+/// Every setting of the API.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiSettings {
+    /// Shared settings.
+    #[command(flatten)]
+    pub common: CommonSettings,
+    /// Address to listen on.
+    #[arg(long, env = "ADE_API_ADDR", default_value = "127.0.0.1:8000")]
+    pub api_addr: SocketAddr,
+    /// Refuse new runs with 422 `safe_mode_enabled`.
+    #[arg(long, env = "ADE_SAFE_MODE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub safe_mode: bool,
+    /// Queued runs beyond which creation answers 429 `run_queue_full`.
+    #[arg(long, env = "ADE_MAX_QUEUED_RUNS", default_value_t = 10_000)]
+    pub max_queued_runs: i64,
+    /// Largest accepted document upload, in bytes.
+    #[arg(long, env = "ADE_MAX_UPLOAD_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub max_upload_bytes: u64,
+}
+
+impl ApiSettings {
+    /// Defaults around the given shared settings, listening on an ephemeral port.
+    pub fn for_tests(common: CommonSettings) -> Self {
+        Self {
+            common,
+            api_addr: "127.0.0.1:0".parse().expect("valid address"),
+            safe_mode: false,
+            max_queued_runs: 10_000,
+            max_upload_bytes: 100 * 1024 * 1024,
+        }
+    }
+}

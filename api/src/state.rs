@@ -1,0 +1,36 @@
+//! What every handler shares.
+
+use crate::settings::ApiSettings;
+use ade_common::amqp::Publisher;
+use ade_common::storage::DataDir;
+use std::sync::Arc;
+
+/// Cheap to clone; one per API process.
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+/// The shared parts.
+pub struct Inner {
+    /// PostgreSQL, the source of truth.
+    pub pool: deadpool_postgres::Pool,
+    /// Publishes run jobs.
+    pub publisher: Publisher,
+    /// Shared storage.
+    pub data_dir: DataDir,
+    /// The API's settings.
+    pub settings: ApiSettings,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// A pooled database connection; pool exhaustion or an unreachable database is 503.
+    pub async fn db(&self) -> Result<deadpool_postgres::Object, crate::error::ApiError> {
+        Ok(self.pool.get().await?)
+    }
+}

@@ -1,0 +1,93 @@
+//! PostgreSQL: the connection pool and schema migrations.
+//!
+//! Migrations are embedded from `migrations/` and applied under a session-level
+//! advisory lock: refinery takes no lock of its own, so without it two API
+//! instances starting at once could both try to apply the same migration.
+
+use anyhow::Context as _;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::time::Duration;
+use tokio_postgres::NoTls;
+
+refinery::embed_migrations!("../migrations");
+
+/// Arbitrary, fixed key of the advisory lock that serializes migrations.
+const MIGRATION_LOCK_KEY: i64 = 0x0ADE_0001;
+
+/// A pool over `url` whose checkouts fail after a few seconds rather than hang.
+pub fn pool(url: &str, max_size: usize) -> anyhow::Result<Pool> {
+    let config: tokio_postgres::Config = url.parse().context("invalid ADE_DATABASE_URL")?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
+    Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .context("building the database pool")
+}
+
+/// Applies pending migrations while holding the migration advisory lock.
+pub async fn migrate(url: &str) -> anyhow::Result<()> {
+    let mut client = connect(url).await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .context("taking the migration lock")?;
+    let report = migrations::runner().run_async(&mut client).await;
+    // The lock is released with the session too; unlocking keeps it short.
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY]).await;
+    let report = report.context("applying migrations")?;
+    for m in report.applied_migrations() {
+        tracing::info!(migration = %m, "applied migration");
+    }
+    Ok(())
+}
+
+/// Creates the database named in `url` if it does not exist yet.
+pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
+    let config: tokio_postgres::Config = url.parse().context("invalid ADE_DATABASE_URL")?;
+    let name = config.get_dbname().context("ADE_DATABASE_URL names no database")?.to_owned();
+    let mut admin = config.clone();
+    admin.dbname("postgres");
+    let client = connect_with(&admin).await?;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await?
+        .is_some();
+    if !exists {
+        let sql = format!("CREATE DATABASE {}", quote_ident(&name));
+        match client.execute(sql.as_str(), &[]).await {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // Another process created it between our check and our create.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+            Err(e) => return Err(e).context("creating the database"),
+        }
+    }
+    Ok(())
+}
+
+/// Quotes an SQL identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// One connection outside the pool, driven on a background task.
+pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    connect_with(&url.parse().context("invalid ADE_DATABASE_URL")?).await
+}
+
+async fn connect_with(config: &tokio_postgres::Config) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = config.connect(NoTls).await.context("connecting to PostgreSQL")?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "database connection closed");
+        }
+    });
+    Ok(client)
+}

@@ -1,0 +1,117 @@
+//! Run options, statuses and failures: the parts of a run that the API
+//! accepts and the worker acts on.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// Most documents one run may take.
+pub const MAX_DOCUMENTS: usize = 50;
+/// Most sheet names one run may name.
+pub const MAX_SHEETS: usize = 20;
+/// Most metadata entries per run.
+pub const MAX_METADATA: usize = 32;
+
+/// What a client asks a run to do. Unknown fields are refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunOptions {
+    /// Do everything but write outputs.
+    pub dry_run: bool,
+    /// Only validate the inputs; write no outputs.
+    pub validate_only: bool,
+    /// Build a fresh environment even if one is ready.
+    pub force_rebuild: bool,
+    /// The input documents, in order.
+    pub document_ids: Vec<Uuid>,
+    /// Sheets to read from workbook inputs.
+    pub input_sheet_names: Vec<String>,
+    /// Free-form labels kept with the run.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// One reason options are invalid: the field and what is wrong.
+pub type OptionError = (String, String);
+
+impl RunOptions {
+    /// Checks the limits and shapes the type system does not.
+    pub fn check(&self) -> Result<(), Vec<OptionError>> {
+        let mut errors = Vec::new();
+        let mut err = |field: &str, msg: String| errors.push((format!("options.{field}"), msg));
+        if self.document_ids.is_empty() {
+            err("document_ids", "at least one document is required".into());
+        }
+        if self.document_ids.len() > MAX_DOCUMENTS {
+            err("document_ids", format!("at most {MAX_DOCUMENTS} documents"));
+        }
+        let mut unique = self.document_ids.clone();
+        unique.sort();
+        unique.dedup();
+        if unique.len() != self.document_ids.len() {
+            err("document_ids", "documents must not repeat".into());
+        }
+        if self.input_sheet_names.len() > MAX_SHEETS {
+            err("input_sheet_names", format!("at most {MAX_SHEETS} sheet names"));
+        }
+        if self.input_sheet_names.iter().any(|s| !is_label(s, 255)) {
+            err("input_sheet_names", "sheet names are 1 to 255 printable characters".into());
+        }
+        if self.metadata.len() > MAX_METADATA {
+            err("metadata", format!("at most {MAX_METADATA} entries"));
+        }
+        if self.metadata.iter().any(|(k, v)| !is_label(k, 64) || v.chars().count() > 1024) {
+            err("metadata", "keys are 1 to 64 printable characters, values at most 1024".into());
+        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+}
+
+fn is_label(s: &str, max: usize) -> bool {
+    let n = s.chars().count();
+    n > 0 && n <= max && !s.chars().any(char::is_control)
+}
+
+/// Where a run failed, why, in a stable code, and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// `build`, `run` or `worker`.
+    pub stage: String,
+    /// Stable code, e.g. `engine_failed`, `environment_unavailable`.
+    pub code: String,
+    /// What happened.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure at `stage` with `code`.
+    pub fn new(stage: &str, code: &str, message: impl Into<String>) -> Self {
+        Self { stage: stage.into(), code: code.into(), message: message.into() }
+    }
+}
+
+/// Every run status.
+pub const RUN_STATUSES: &[&str] = &["queued", "waiting_for_build", "running", "succeeded", "failed", "cancelled"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_checked() {
+        let ok = RunOptions { document_ids: vec![Uuid::now_v7()], ..Default::default() };
+        assert!(ok.check().is_ok());
+        assert!(RunOptions::default().check().is_err());
+        let id = Uuid::now_v7();
+        let dup = RunOptions { document_ids: vec![id, id], ..Default::default() };
+        assert!(dup.check().is_err());
+        let mut meta = ok.clone();
+        meta.metadata.insert(String::new(), "x".into());
+        assert!(meta.check().is_err());
+    }
+
+    #[test]
+    fn unknown_option_fields_are_refused() {
+        assert!(serde_json::from_str::<RunOptions>(r#"{"dry_run": true, "colour": 1}"#).is_err());
+        assert!(serde_json::from_str::<RunOptions>(r#"{"dry_run": "yes"}"#).is_err());
+    }
+}
