@@ -1,1 +1,106 @@
-//! placeholder
+//! The ADE Runs worker.
+//!
+//! - [`settings`]: the typed settings of `ade-worker`.
+//! - [`queue`]: the consume loop: deliveries in, acks out, reconnects.
+//! - [`runs`]: one run from claim to terminal state ([`runs::process_one`]).
+//! - [`builds`]: the build record a run uses and its venv on this host.
+//! - [`venv`]: the host-local venv cache (lock, temp folder, marker, rename).
+//! - [`engine`]: inputs, the engine subprocess, and its events.
+//! - [`process`]: guarded subprocesses (process group, deadline, cancel).
+//! - [`events`]: batched, gapless event writes for one run.
+//! - [`identity`]: engine and Python identity, build fingerprints.
+//!
+//! [`Worker::build`] prepares everything; [`Worker::run`] consumes until its
+//! cancellation token fires, then lets in-flight runs finish.
+
+pub mod builds;
+pub mod engine;
+pub mod events;
+pub mod identity;
+pub mod process;
+pub mod queue;
+pub mod runs;
+pub mod settings;
+pub mod venv;
+
+use ade_common::amqp::Topology;
+use ade_common::storage::DataDir;
+use anyhow::Context as _;
+use settings::WorkerSettings;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// What a job needs from its worker; cheap to clone.
+#[derive(Clone)]
+pub struct Context {
+    /// PostgreSQL.
+    pub pool: deadpool_postgres::Pool,
+    /// This worker's id (claims and events carry it).
+    pub worker_id: String,
+    /// This host's name.
+    pub host: String,
+    /// The run lease.
+    pub lease: Duration,
+    /// Longest an engine run may take.
+    pub run_timeout: Duration,
+    /// The venv cache of this host.
+    pub venvs: Arc<venv::VenvCache>,
+    /// Engine and Python identity.
+    pub identity: Arc<identity::Identity>,
+    /// Shared storage.
+    pub data_dir: DataDir,
+}
+
+/// A worker ready to consume.
+pub struct Worker {
+    ctx: Context,
+    settings: WorkerSettings,
+}
+
+impl Worker {
+    /// Detects the engine and Python, prepares the cache and the pool.
+    pub async fn build(settings: WorkerSettings) -> anyhow::Result<Self> {
+        let engine_dir = std::path::absolute(&settings.engine_dir).context("resolving ADE_ENGINE_DIR")?;
+        let identity = identity::Identity::detect(&engine_dir, &settings.python).await?;
+        let root = std::path::absolute(&settings.venvs_dir).context("resolving ADE_VENVS_DIR")?;
+        tokio::fs::create_dir_all(&root).await.with_context(|| format!("creating {}", root.display()))?;
+        let pool_size = usize::from(settings.concurrency()) * 2 + 4;
+        let ctx = Context {
+            pool: ade_common::db::pool(&settings.common.database_url, pool_size)?,
+            worker_id: settings.worker_id(),
+            host: settings::hostname(),
+            lease: settings.lease(),
+            run_timeout: Duration::from_secs(settings.run_timeout_seconds),
+            venvs: Arc::new(venv::VenvCache {
+                root,
+                uv: settings.uv.clone(),
+                python: settings.python.clone(),
+                engine_dir,
+                timeout: Duration::from_secs(settings.build_timeout_seconds),
+            }),
+            identity: Arc::new(identity),
+            data_dir: DataDir::new(&settings.common.data_dir),
+        };
+        tracing::info!(worker.id = %ctx.worker_id, engine = %ctx.identity.engine_version, python = %ctx.identity.python_version, "worker ready");
+        Ok(Self { ctx, settings })
+    }
+
+    /// The job context (tests call [`runs::process_one`] with it).
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Consumes runs until `shutdown` fires, then drains in-flight runs.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let consumer = queue::Consumer {
+            ctx: self.ctx,
+            url: self.settings.common.amqp_url.clone(),
+            topology: Topology::new(self.settings.common.amqp_prefix.clone()),
+            prefetch: self.settings.concurrency(),
+            drain: Duration::from_secs(self.settings.drain_seconds),
+        };
+        consumer.run(shutdown).await;
+        Ok(())
+    }
+}

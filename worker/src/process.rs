@@ -1,0 +1,177 @@
+//! Guarded subprocesses: own process group, bounded output, deadline, cancel.
+//!
+//! The child is started in a new process group so that a timeout or cancel
+//! can kill it together with everything it spawned (`kill(-pgid)`). stdout,
+//! stderr and, for the engine, an events pipe on fd 3 are read concurrently
+//! and delivered as bounded lines in arrival order per stream. After the
+//! child exits the group is killed too, so no grandchild outlives the run.
+
+use std::io;
+use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt as _};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Longest line kept; the rest of a longer line is dropped.
+pub const MAX_LINE_BYTES: usize = 16 * 1024;
+/// The file descriptor number the engine writes structured events to.
+pub const EVENTS_FD: i32 = 3;
+
+/// Where a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// The child's stdout.
+    Stdout,
+    /// The child's stderr.
+    Stderr,
+    /// The events pipe (`ADE_EVENTS_FD`).
+    Events,
+}
+
+/// Why a guarded process did not exit on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The program does not exist.
+    #[error("program not found: {0}")]
+    NotFound(String),
+    /// The deadline passed; the process group was killed.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// Cancelled; the process group was killed.
+    #[error("cancelled")]
+    Cancelled,
+    /// Spawning or waiting failed.
+    #[error("process i/o failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Limits of one guarded run.
+pub struct Guard {
+    /// Deadline from spawn.
+    pub timeout: Duration,
+    /// Kills the process group when cancelled.
+    pub cancel: CancellationToken,
+    /// Open an events pipe on fd 3.
+    pub events_pipe: bool,
+}
+
+/// Runs `cmd` under `guard`, passing every output line to `on_line`.
+/// Returns the exit code (128 + signal for a signalled child).
+pub async fn run<F, Fut>(mut cmd: Command, guard: Guard, mut on_line: F) -> Result<i32, ProcessError>
+where
+    F: FnMut(Channel, String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.process_group(0).kill_on_drop(true);
+    let pipe = if guard.events_pipe { Some(events_pipe(&mut cmd)?) } else { None };
+    let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+    let mut child = cmd.spawn().map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => ProcessError::NotFound(program),
+        _ => ProcessError::Io(e),
+    })?;
+    let pgid = child.id().expect("a just-spawned child has a pid") as i32;
+    let (tx, mut rx) = mpsc::channel(256);
+    let mut readers = tokio::task::JoinSet::new();
+    readers.spawn(read_lines(child.stdout.take().expect("piped"), Channel::Stdout, tx.clone()));
+    readers.spawn(read_lines(child.stderr.take().expect("piped"), Channel::Stderr, tx.clone()));
+    if let Some((reader, writer)) = pipe {
+        drop(writer);
+        let receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(reader)?;
+        readers.spawn(read_lines(receiver, Channel::Events, tx.clone()));
+    }
+    drop(tx);
+
+    let deadline = tokio::time::sleep(guard.timeout);
+    tokio::pin!(deadline);
+    let mut lines_open = true;
+    let outcome = loop {
+        tokio::select! {
+            line = rx.recv(), if lines_open => match line {
+                Some((channel, line)) => on_line(channel, line).await,
+                None => lines_open = false,
+            },
+            status = child.wait() => break status.map(exit_code).map_err(ProcessError::from),
+            _ = &mut deadline => break Err(ProcessError::Timeout(guard.timeout)),
+            _ = guard.cancel.cancelled() => break Err(ProcessError::Cancelled),
+        }
+    };
+    kill_group(pgid);
+    let _ = child.wait().await;
+    // Pipes close once every process holding them is gone; a process that
+    // escaped the group could hold them open, so draining is bounded.
+    let drain = async {
+        while let Some((channel, line)) = rx.recv().await {
+            on_line(channel, line).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(2), drain).await.is_err() {
+        readers.abort_all();
+    }
+    outcome
+}
+
+/// A pipe whose write end the child sees as fd 3.
+fn events_pipe(cmd: &mut Command) -> io::Result<(OwnedFd, OwnedFd)> {
+    let (reader, writer) = io::pipe()?;
+    let (reader, writer) = (OwnedFd::from(reader), OwnedFd::from(writer));
+    let fd = writer.as_raw_fd();
+    // SAFETY: between fork and exec only async-signal-safe calls are made
+    // (dup2, fcntl), on descriptors that exist in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == EVENTS_FD {
+                // dup2 onto itself keeps close-on-exec; clear it instead.
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, EVENTS_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok((reader, writer))
+}
+
+/// Kills a whole process group; a group that is already gone is fine.
+pub fn kill_group(pgid: i32) {
+    // SAFETY: kill(2) with a negative pid signals the group; no memory is touched.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt as _;
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Splits a stream into lines of at most [`MAX_LINE_BYTES`] (lossy UTF-8).
+async fn read_lines(mut reader: impl AsyncRead + Unpin, channel: Channel, tx: mpsc::Sender<(Channel, String)>) {
+    let mut buf = vec![0u8; 8192];
+    let mut line = Vec::new();
+    loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_owned();
+                if tx.send((channel, text)).await.is_err() {
+                    return;
+                }
+                line.clear();
+            } else if line.len() < MAX_LINE_BYTES {
+                line.push(b);
+            }
+        }
+    }
+    if !line.is_empty() {
+        let _ = tx.send((channel, String::from_utf8_lossy(&line).into_owned())).await;
+    }
+}

@@ -1,0 +1,189 @@
+//! One run, from claim to terminal state.
+//!
+//! The claim is a compare-and-set (`queued → running`) that gives this worker
+//! a lease; a duplicate or redelivered message finds nothing to claim. While
+//! the run works, a task renews the lease every third of it; if renewal finds
+//! the run no longer ours, the engine is stopped. The terminal state and
+//! `run.completed` are written in one transaction, guarded by the same owner
+//! and attempt, and only then is the message acknowledged (by the caller).
+
+use crate::Context;
+use crate::events::RunEvents;
+use ade_common::events::{NewEvent, Source, append_run_events};
+use ade_common::runs::{Failure, RunOptions};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// A run this worker owns.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// The run.
+    pub run_id: Uuid,
+    /// Its workspace.
+    pub workspace_id: Uuid,
+    /// Its configuration.
+    pub configuration_id: Uuid,
+    /// The attempt this claim executes.
+    pub attempt: i32,
+    /// What the client asked for.
+    pub options: RunOptions,
+}
+
+/// How a run ended, as written to the database.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// `succeeded`, `failed` or `cancelled`.
+    pub status: &'static str,
+    /// Process exit code (`null` when cancelled).
+    pub exit_code: Option<i32>,
+    /// Why it failed.
+    pub failure: Option<Failure>,
+    /// Output file names.
+    pub outputs: Vec<String>,
+    /// Counts gathered from the engine's events.
+    pub summary: Value,
+}
+
+impl Completion {
+    /// A failed run.
+    pub fn failed(exit_code: i32, failure: Failure) -> Self {
+        Self { status: "failed", exit_code: Some(exit_code), failure: Some(failure), outputs: vec![], summary: json!({}) }
+    }
+}
+
+/// What happened to a job.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// This worker ran it to a terminal state.
+    Completed,
+    /// Nothing to do: already claimed, finished, or unknown.
+    NotClaimed,
+}
+
+/// Claims and executes one run. Errors mean the database failed us; the
+/// caller retries the message (the claim, if taken, is then covered by its lease).
+pub async fn process_one(ctx: &Context, run_id: Uuid) -> anyhow::Result<Outcome> {
+    let Some(claim) = claim(ctx, run_id).await? else {
+        return Ok(Outcome::NotClaimed);
+    };
+    let span = tracing::info_span!("run", run.id = %run_id, worker.id = %ctx.worker_id, attempt = claim.attempt);
+    tracing::info!(parent: &span, "claimed");
+    let stop = CancellationToken::new();
+    let lease = tokio::spawn(renew_lease(ctx.clone(), claim.clone(), stop.clone()));
+    let events = Arc::new(RunEvents::start(ctx.pool.clone(), run_id));
+    // On its own task, so a panic becomes a failed run rather than a dead worker.
+    let job = tokio::spawn({
+        let (ctx, claim, events, stop) = (ctx.clone(), claim.clone(), events.clone(), stop.clone());
+        async move { crate::engine::execute(&ctx, &claim, &events, stop).await }
+    });
+    let completion = job.await.unwrap_or_else(|e| {
+        tracing::error!(run.id = %run_id, error = %e, "the run's task failed");
+        Completion::failed(2, Failure::new("worker", "worker_error", format!("the worker failed unexpectedly: {e}")))
+    });
+    if let Ok(events) = Arc::into_inner(events).ok_or(()) {
+        events.finish().await;
+    }
+    lease.abort();
+    let written = complete(ctx, &claim, &completion).await?;
+    tracing::info!(parent: &span, status = completion.status, exit_code = ?completion.exit_code, written, "finished");
+    Ok(Outcome::Completed)
+}
+
+async fn claim(ctx: &Context, run_id: Uuid) -> anyhow::Result<Option<Claim>> {
+    let db = ctx.pool.get().await?;
+    let row = db
+        .query_opt(
+            "UPDATE runs SET status = 'running', worker_id = $2, started_at = now(),
+                 lease_expires_at = now() + make_interval(secs => $3)
+             WHERE id = $1 AND status = 'queued' AND cancel_requested_at IS NULL
+             RETURNING workspace_id, configuration_id, attempt, options",
+            &[&run_id, &ctx.worker_id, &ctx.lease.as_secs_f64()],
+        )
+        .await?;
+    Ok(row.map(|row| Claim {
+        run_id,
+        workspace_id: row.get(0),
+        configuration_id: row.get(1),
+        attempt: row.get(2),
+        options: serde_json::from_value(row.get(3)).unwrap_or_default(),
+    }))
+}
+
+/// Renews the lease every third of it; stops the run if it is no longer ours.
+async fn renew_lease(ctx: Context, claim: Claim, stop: CancellationToken) {
+    let every = ctx.lease / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        let renewed = async {
+            let db = ctx.pool.get().await?;
+            let n = db
+                .execute(
+                    "UPDATE runs SET lease_expires_at = now() + make_interval(secs => $4)
+                     WHERE id = $1 AND worker_id = $2 AND attempt = $3 AND status = 'running'",
+                    &[&claim.run_id, &ctx.worker_id, &claim.attempt, &ctx.lease.as_secs_f64()],
+                )
+                .await?;
+            anyhow::Ok(n == 1)
+        };
+        match renewed.await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(run.id = %claim.run_id, "lease lost; stopping the run");
+                stop.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(run.id = %claim.run_id, error = %e, "lease renewal failed; retrying"),
+        }
+    }
+}
+
+/// Writes the terminal state and `run.completed` in one transaction.
+/// Returns false when the run was no longer ours (nothing written).
+async fn complete(ctx: &Context, claim: &Claim, c: &Completion) -> anyhow::Result<bool> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match try_complete(ctx, claim, c).await {
+            Ok(written) => return Ok(written),
+            Err(e) if delay < Duration::from_secs(10) => {
+                tracing::warn!(run.id = %claim.run_id, error = %e, "writing the terminal state failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn try_complete(ctx: &Context, claim: &Claim, c: &Completion) -> anyhow::Result<bool> {
+    let mut db = ctx.pool.get().await?;
+    let tx = db.transaction().await?;
+    let failure = c.failure.as_ref().map(|f| serde_json::to_value(f).expect("a failure serializes"));
+    let row = tx
+        .query_opt(
+            "UPDATE runs SET status = $2, exit_code = $3, failure = $4, completed_at = now(), lease_expires_at = NULL
+             WHERE id = $1 AND status = 'running' AND worker_id = $5 AND attempt = $6
+             RETURNING started_at, completed_at",
+            &[&claim.run_id, &c.status, &c.exit_code, &failure, &ctx.worker_id, &claim.attempt],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(false) };
+    let (started, completed): (time::OffsetDateTime, time::OffsetDateTime) = (row.get(0), row.get(1));
+    let payload = json!({
+        "status": c.status,
+        "exit_code": c.exit_code,
+        "failure": failure,
+        "execution": {
+            "started_at": ade_common::time_fmt::format(started),
+            "completed_at": ade_common::time_fmt::format(completed),
+            "duration_ms": (completed - started).whole_milliseconds() as i64,
+        },
+        "artifacts": {"outputs": c.outputs},
+        "summary": c.summary,
+    });
+    append_run_events(&tx, claim.run_id, &[NewEvent::new("run.completed", Source::Worker, payload)]).await?;
+    tx.commit().await?;
+    Ok(true)
+}

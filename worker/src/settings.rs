@@ -1,0 +1,93 @@
+//! `ade-worker` settings.
+
+use ade_common::settings::CommonSettings;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Every setting of the worker, from flags or `ADE_*` environment variables.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "ade-worker", version, about = "ADE Runs worker")]
+pub struct WorkerSettings {
+    /// Shared settings.
+    #[command(flatten)]
+    pub common: CommonSettings,
+    /// This worker's id (default `<hostname>-<pid>`).
+    #[arg(long, env = "ADE_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Runs executed at once (default: number of CPUs).
+    #[arg(long, env = "ADE_WORKER_CONCURRENCY")]
+    pub concurrency: Option<u16>,
+    /// Host-local cache of build venvs.
+    #[arg(long, env = "ADE_VENVS_DIR", default_value = "./data/venvs")]
+    pub venvs_dir: PathBuf,
+    /// Interpreter used to create venvs.
+    #[arg(long, env = "ADE_PYTHON", default_value = "python3")]
+    pub python: String,
+    /// The `uv` executable that builds venvs.
+    #[arg(long, env = "ADE_UV", default_value = "uv")]
+    pub uv: String,
+    /// Source folder of the `ade-engine` package installed into every venv.
+    #[arg(long, env = "ADE_ENGINE_DIR", default_value = "./engine")]
+    pub engine_dir: PathBuf,
+    /// Longest a run's engine may work, in seconds.
+    #[arg(long, env = "ADE_RUN_TIMEOUT_SECONDS", default_value_t = 900)]
+    pub run_timeout_seconds: u64,
+    /// Longest a venv build may take, in seconds.
+    #[arg(long, env = "ADE_BUILD_TIMEOUT_SECONDS", default_value_t = 600)]
+    pub build_timeout_seconds: u64,
+    /// Run lease, renewed every third of it.
+    #[arg(long, env = "ADE_LEASE_SECONDS", default_value_t = 30)]
+    pub lease_seconds: u64,
+    /// How long SIGTERM waits for in-flight runs.
+    #[arg(long, env = "ADE_WORKER_DRAIN_SECONDS", default_value_t = 30)]
+    pub drain_seconds: u64,
+    /// Venv cache size the collector keeps under.
+    #[arg(long, env = "ADE_VENVS_MAX_BYTES", default_value_t = 10_737_418_240)]
+    pub venvs_max_bytes: u64,
+}
+
+impl WorkerSettings {
+    /// Defaults around the given shared settings and folders.
+    pub fn for_tests(common: CommonSettings, venvs_dir: PathBuf, engine_dir: PathBuf) -> Self {
+        Self {
+            common,
+            worker_id: None,
+            concurrency: Some(2),
+            venvs_dir,
+            python: "python3".into(),
+            uv: "uv".into(),
+            engine_dir,
+            run_timeout_seconds: 900,
+            build_timeout_seconds: 600,
+            lease_seconds: 30,
+            drain_seconds: 30,
+            venvs_max_bytes: 10_737_418_240,
+        }
+    }
+
+    /// The id this worker reports and claims under.
+    pub fn worker_id(&self) -> String {
+        self.worker_id.clone().unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()))
+    }
+
+    /// Runs at once.
+    pub fn concurrency(&self) -> u16 {
+        self.concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u16))
+            .max(1)
+    }
+
+    /// The run lease.
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_seconds.max(3))
+    }
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}

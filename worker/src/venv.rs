@@ -1,0 +1,280 @@
+//! The per-host venv cache: `${ADE_VENVS_DIR}/<workspace>/<configuration>/<build>/.venv`.
+//!
+//! A venv is built in a temporary sibling folder and renamed into place only
+//! after `ade_build.json` (the marker) is written, so a `.venv` without a
+//! valid marker is never used: it is removed and rebuilt. Builders of one
+//! build on one host serialize on an `flock` of a lock file kept outside the
+//! venv folders; the kernel releases it if the builder dies, so the next one
+//! starts at once. Deleting any folder under the cache is always safe.
+
+use crate::process::{self, Channel, Guard};
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The marker file inside a finished venv.
+pub const MARKER: &str = "ade_build.json";
+
+/// What `ade_build.json` records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Marker {
+    /// The build this venv belongs to.
+    pub build_id: Uuid,
+    /// Its workspace.
+    pub workspace_id: Uuid,
+    /// Its configuration.
+    pub configuration_id: Uuid,
+    /// Hash over config digest, engine version and Python identity.
+    pub fingerprint: String,
+    /// Digest of the configuration package.
+    pub config_digest: String,
+    /// Engine version, with the digest of its sources.
+    pub engine_version: String,
+    /// Python identity the venv was made with.
+    pub python_version: String,
+    /// `uv pip freeze` of the venv.
+    pub packages: Vec<String>,
+    /// When it was built.
+    pub created_at: String,
+}
+
+/// Everything needed to build one venv.
+pub struct BuildSpec {
+    /// Identity written to the marker.
+    pub marker: Marker,
+    /// The canonical package archive (tar.gz) from the database.
+    pub package: Vec<u8>,
+}
+
+/// The phases reported as `build.phase.started`.
+#[derive(Debug, Clone, Copy)]
+pub enum Phase {
+    /// `uv venv`.
+    CreateVenv,
+    /// Installing `ade-engine`.
+    InstallEngine,
+    /// Installing the configuration package.
+    InstallConfig,
+    /// Importing both.
+    VerifyImports,
+    /// Recording installed packages.
+    CollectMetadata,
+}
+
+impl Phase {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CreateVenv => "create_venv",
+            Self::InstallEngine => "install_engine",
+            Self::InstallConfig => "install_config",
+            Self::VerifyImports => "verify_imports",
+            Self::CollectMetadata => "collect_metadata",
+        }
+    }
+}
+
+/// What a build reports while it works.
+pub enum Progress {
+    /// A phase began.
+    Phase(Phase),
+    /// A line of output from a build step.
+    Line(Channel, String),
+}
+
+/// The host-local cache and the tools that fill it.
+#[derive(Debug, Clone)]
+pub struct VenvCache {
+    /// `ADE_VENVS_DIR`, absolute.
+    pub root: PathBuf,
+    /// The `uv` executable.
+    pub uv: String,
+    /// The interpreter venvs are made from.
+    pub python: String,
+    /// Source of `ade-engine`.
+    pub engine_dir: PathBuf,
+    /// Longest a build may take.
+    pub timeout: Duration,
+}
+
+/// A usable venv.
+pub struct Ready {
+    /// `<venv>/bin/python`.
+    pub python: PathBuf,
+    /// True when an existing venv was used; false when this call built it.
+    pub reused: bool,
+    /// The marker of the venv.
+    pub marker: Marker,
+}
+
+impl VenvCache {
+    /// The folder of one build (holding `.venv` and temporary siblings).
+    pub fn build_dir(&self, m: &Marker) -> PathBuf {
+        self.root.join(m.workspace_id.to_string()).join(m.configuration_id.to_string()).join(m.build_id.to_string())
+    }
+
+    /// Returns the build's venv, building it first if this host lacks a valid one.
+    pub async fn ensure<F, Fut>(&self, spec: BuildSpec, cancel: CancellationToken, mut progress: F) -> anyhow::Result<Ready>
+    where
+        F: FnMut(Progress) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let dir = self.build_dir(&spec.marker);
+        let venv = dir.join(".venv");
+        if let Some(marker) = valid_marker(&venv, spec.marker.build_id).await {
+            return Ok(Ready { python: venv.join("bin/python"), reused: true, marker });
+        }
+        let _lock = self.lock(spec.marker.build_id).await?;
+        // Another builder may have finished while we waited for the lock.
+        if let Some(marker) = valid_marker(&venv, spec.marker.build_id).await {
+            return Ok(Ready { python: venv.join("bin/python"), reused: true, marker });
+        }
+        clear_leftovers(&dir).await?;
+        let tmp = dir.join(format!(".venv.tmp-{}", Uuid::now_v7().simple()));
+        let src = dir.join(format!(".src-{}", Uuid::now_v7().simple()));
+        let result = self.build_into(&tmp, &src, spec, cancel, &mut progress).await;
+        let _ = tokio::fs::remove_dir_all(&src).await;
+        let marker = match result {
+            Ok(marker) => marker,
+            Err(e) => {
+                let _ = tokio::fs::remove_dir_all(&tmp).await;
+                return Err(e);
+            }
+        };
+        tokio::fs::rename(&tmp, &venv).await.context("moving the venv into place")?;
+        Ok(Ready { python: venv.join("bin/python"), reused: false, marker })
+    }
+
+    async fn build_into<F, Fut>(&self, tmp: &Path, src: &Path, mut spec: BuildSpec, cancel: CancellationToken, progress: &mut F) -> anyhow::Result<Marker>
+    where
+        F: FnMut(Progress) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let step = Step { deadline, cancel: &cancel };
+        let python = tmp.join("bin/python");
+        progress(Progress::Phase(Phase::CreateVenv)).await;
+        step.run(self.uv_cmd(&["venv", "--relocatable", "--quiet", "--python", &self.python]).arg(tmp), progress).await?;
+        progress(Progress::Phase(Phase::InstallEngine)).await;
+        step.run(self.uv_cmd(&["pip", "install", "--quiet", "--python"]).arg(&python).arg(&self.engine_dir), progress).await?;
+        progress(Progress::Phase(Phase::InstallConfig)).await;
+        unpack(&spec.package, src).await?;
+        step.run(self.uv_cmd(&["pip", "install", "--quiet", "--python"]).arg(&python).arg(src), progress).await?;
+        progress(Progress::Phase(Phase::VerifyImports)).await;
+        step.run(scrubbed(&python).args(["-c", "import ade_engine, ade_config"]), progress).await?;
+        progress(Progress::Phase(Phase::CollectMetadata)).await;
+        spec.marker.packages = self.freeze(&python).await?;
+        spec.marker.created_at = ade_common::time_fmt::format(time::OffsetDateTime::now_utc());
+        let body = serde_json::to_vec_pretty(&spec.marker).expect("a marker serializes");
+        tokio::fs::write(tmp.join(MARKER), body).await.context("writing the marker")?;
+        Ok(spec.marker)
+    }
+
+    fn uv_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = scrubbed(Path::new(&self.uv));
+        cmd.args(args);
+        cmd.env("UV_PYTHON_DOWNLOADS", "never").env("UV_NO_PROGRESS", "1");
+        if let Ok(cache) = std::env::var("UV_CACHE_DIR") {
+            cmd.env("UV_CACHE_DIR", cache);
+        }
+        cmd
+    }
+
+    async fn freeze(&self, python: &Path) -> anyhow::Result<Vec<String>> {
+        let out = self.uv_cmd(&["pip", "freeze", "--python"]).arg(python).output().await.context("running uv pip freeze")?;
+        anyhow::ensure!(out.status.success(), "uv pip freeze failed: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect())
+    }
+
+    /// Takes the build's lock file, waiting for another builder on this host.
+    async fn lock(&self, build_id: Uuid) -> anyhow::Result<std::fs::File> {
+        let dir = self.root.join(".locks");
+        tokio::fs::create_dir_all(&dir).await.context("creating the lock folder")?;
+        let path = dir.join(format!("{build_id}.lock"));
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+            // SAFETY: flock on a descriptor we own; released when the file closes.
+            if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(file)
+        })
+        .await?
+        .context("locking the build")
+    }
+}
+
+/// One step of a build: a guarded process sharing the build's deadline.
+struct Step<'a> {
+    deadline: Instant,
+    cancel: &'a CancellationToken,
+}
+
+impl Step<'_> {
+    async fn run<F, Fut>(&self, cmd: &mut Command, progress: &mut F) -> anyhow::Result<()>
+    where
+        F: FnMut(Progress) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+        let guard = Guard {
+            timeout: self.deadline.saturating_duration_since(Instant::now()),
+            cancel: self.cancel.clone(),
+            events_pipe: false,
+        };
+        let cmd = std::mem::replace(cmd, Command::new("true"));
+        let code = process::run(cmd, guard, |channel, line| progress(Progress::Line(channel, line))).await?;
+        anyhow::ensure!(code == 0, "{program} exited with code {code}");
+        Ok(())
+    }
+}
+
+/// A command with a minimal environment: no database or broker credentials.
+pub fn scrubbed(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()))
+        .env("LANG", "C.UTF-8");
+    if let Ok(home) = std::env::var("HOME") {
+        cmd.env("HOME", home);
+    }
+    cmd
+}
+
+async fn valid_marker(venv: &Path, build_id: Uuid) -> Option<Marker> {
+    let body = tokio::fs::read(venv.join(MARKER)).await.ok()?;
+    let marker: Marker = serde_json::from_slice(&body).ok()?;
+    let python = tokio::fs::metadata(venv.join("bin/python")).await.ok()?;
+    (marker.build_id == build_id && python.is_file()).then_some(marker)
+}
+
+/// Removes what a dead builder left: temporary folders and a `.venv` without a marker.
+async fn clear_leftovers(dir: &Path) -> anyhow::Result<()> {
+    tokio::fs::create_dir_all(dir).await.context("creating the build folder")?;
+    let mut entries = tokio::fs::read_dir(dir).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".venv.tmp-") || name.starts_with(".src-") || name == ".venv" {
+            tokio::fs::remove_dir_all(entry.path()).await.with_context(|| format!("removing {name}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Unpacks the canonical package archive into `dest`.
+async fn unpack(archive: &[u8], dest: &Path) -> anyhow::Result<()> {
+    let archive = archive.to_vec();
+    let dest = dest.to_owned();
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dest)?;
+        // `unpack` refuses entries that would land outside `dest`.
+        tar::Archive::new(flate2::read::GzDecoder::new(archive.as_slice())).unpack(&dest)
+    })
+    .await?
+    .context("unpacking the configuration package")
+}
