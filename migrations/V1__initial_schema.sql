@@ -50,11 +50,12 @@ CREATE TABLE builds (
     started_at        timestamptz,
     completed_at      timestamptz
 );
--- At most one build in progress per fingerprint.
-CREATE UNIQUE INDEX builds_one_in_progress ON builds (fingerprint)
+-- At most one build in progress per configuration and fingerprint. Builds are
+-- not shared across configurations, even with equal content: a build belongs
+-- to one workspace.
+CREATE UNIQUE INDEX builds_one_in_progress ON builds (configuration_id, fingerprint)
     WHERE status IN ('queued', 'building');
-CREATE INDEX builds_ready_by_fingerprint ON builds (fingerprint, completed_at DESC)
-    WHERE status = 'ready';
+CREATE INDEX builds_by_fingerprint ON builds (configuration_id, fingerprint, created_at DESC);
 
 CREATE TABLE runs (
     id                   uuid PRIMARY KEY,

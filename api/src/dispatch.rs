@@ -17,12 +17,25 @@ pub const GRACE: Duration = Duration::from_secs(5);
 /// Publishes a run job and records the dispatch; failures are logged and left
 /// to the redispatcher.
 pub async fn offer_run(state: &AppState, run_id: Uuid) -> bool {
-    if let Err(e) = state.publisher.publish_job(JobMessage { kind: JobKind::Run, id: run_id }).await {
+    if let Err(e) = state
+        .publisher
+        .publish_job(JobMessage {
+            kind: JobKind::Run,
+            id: run_id,
+        })
+        .await
+    {
         tracing::warn!(run.id = %run_id, error = %e, "run not published yet; it will be redispatched");
         return false;
     }
     let marked = match state.db().await {
-        Ok(db) => db.execute("UPDATE runs SET dispatched_at = now() WHERE id = $1", &[&run_id]).await.map_err(|e| e.to_string()),
+        Ok(db) => db
+            .execute(
+                "UPDATE runs SET dispatched_at = now() WHERE id = $1",
+                &[&run_id],
+            )
+            .await
+            .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     if let Err(e) = marked {

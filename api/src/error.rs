@@ -65,14 +65,25 @@ pub enum ApiError {
 impl ApiError {
     /// A 422 with code `invalid_request`.
     pub fn invalid(detail: impl Into<String>) -> Self {
-        Self::Invalid { code: "invalid_request", detail: detail.into(), errors: vec![] }
+        Self::Invalid {
+            code: "invalid_request",
+            detail: detail.into(),
+            errors: vec![],
+        }
     }
 
     /// A 422 with a code and one field error.
     pub fn field(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
         let message = message.into();
-        let errors = vec![FieldError { field: field.into(), message: message.clone() }];
-        Self::Invalid { code, detail: message, errors }
+        let errors = vec![FieldError {
+            field: field.into(),
+            message: message.clone(),
+        }];
+        Self::Invalid {
+            code,
+            detail: message,
+            errors,
+        }
     }
 
     /// The HTTP status.
@@ -139,7 +150,10 @@ impl Reply for ApiError {
         let mut res = Response::new(body.into());
         *res.status_mut() = status;
         let headers = res.headers_mut();
-        headers.insert("content-type", "application/problem+json".parse().expect("valid header"));
+        headers.insert(
+            "content-type",
+            "application/problem+json".parse().expect("valid header"),
+        );
         if matches!(self, Self::Unavailable | Self::QueueFull) {
             headers.insert("retry-after", "5".parse().expect("valid header"));
         }
@@ -190,7 +204,11 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Rejection> {
     } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
         ApiError::invalid(e.to_string())
     } else if let Some(e) = rejection.find::<warp::reject::UnsupportedMediaType>() {
-        ApiError::Invalid { code: "unsupported_media_type", detail: e.to_string(), errors: vec![] }
+        ApiError::Invalid {
+            code: "unsupported_media_type",
+            detail: e.to_string(),
+            errors: vec![],
+        }
     } else if let Some(e) = rejection.find::<warp::reject::LengthRequired>() {
         ApiError::invalid(e.to_string())
     } else {

@@ -50,7 +50,9 @@ pub struct CanonicalPackage {
 /// Reads an uploaded archive and returns its canonical form.
 pub fn from_upload(bytes: &[u8]) -> Result<CanonicalPackage, PackageError> {
     if bytes.len() > MAX_ARCHIVE_BYTES {
-        return Err(PackageError::TooLarge(format!("archives are limited to {MAX_ARCHIVE_BYTES} bytes")));
+        return Err(PackageError::TooLarge(format!(
+            "archives are limited to {MAX_ARCHIVE_BYTES} bytes"
+        )));
     }
     let files = match bytes {
         [b'P', b'K', 3, 4, ..] => read_zip(bytes)?,
@@ -64,7 +66,10 @@ pub fn from_upload(bytes: &[u8]) -> Result<CanonicalPackage, PackageError> {
 pub fn template() -> CanonicalPackage {
     macro_rules! file {
         ($path:literal) => {
-            ($path.to_owned(), include_bytes!(concat!("../../engine/templates/config/", $path)).to_vec())
+            (
+                $path.to_owned(),
+                include_bytes!(concat!("../../engine/templates/config/", $path)).to_vec(),
+            )
         };
     }
     let files = BTreeMap::from([
@@ -101,7 +106,9 @@ impl Budget {
     fn admit(&mut self, declared_size: u64) -> Result<u64, PackageError> {
         self.entries += 1;
         if self.entries > MAX_ENTRIES {
-            return Err(PackageError::TooLarge(format!("at most {MAX_ENTRIES} files")));
+            return Err(PackageError::TooLarge(format!(
+                "at most {MAX_ENTRIES} files"
+            )));
         }
         let left = MAX_EXPANDED_BYTES - self.bytes;
         if declared_size > left {
@@ -162,7 +169,12 @@ fn read_tar_gz(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, PackageError> 
             tar::EntryType::Directory => continue,
             tar::EntryType::Regular | tar::EntryType::Continuous => {}
             // pax/GNU metadata entries are consumed by the tar reader itself.
-            _ => return Err(PackageError::UnsafeEntry(name, "only regular files and folders are allowed")),
+            _ => {
+                return Err(PackageError::UnsafeEntry(
+                    name,
+                    "only regular files and folders are allowed",
+                ));
+            }
         }
         if is_ignored(&name) {
             continue;
@@ -195,7 +207,10 @@ fn checked_path(name: &str) -> Result<String, PackageError> {
     if components.is_empty() {
         return unsafe_entry("empty path");
     }
-    if components.iter().any(|c| *c == ".." || *c == "." || c.chars().any(char::is_control)) {
+    if components
+        .iter()
+        .any(|c| *c == ".." || *c == "." || c.chars().any(char::is_control))
+    {
         return unsafe_entry("path escapes the package");
     }
     Ok(components.join("/"))
@@ -207,16 +222,31 @@ fn strip_root(files: BTreeMap<String, Vec<u8>>) -> Result<BTreeMap<String, Vec<u
     let files = if files.contains_key("pyproject.toml") {
         files
     } else {
-        let top = files.keys().next().and_then(|p| p.split_once('/')).map(|(top, _)| format!("{top}/"));
+        let top = files
+            .keys()
+            .next()
+            .and_then(|p| p.split_once('/'))
+            .map(|(top, _)| format!("{top}/"));
         let top = top.filter(|t| files.keys().all(|p| p.starts_with(t.as_str())));
-        let top = top.ok_or(PackageError::NotAPackage("no pyproject.toml at the package root"))?;
-        files.into_iter().map(|(p, d)| (p[top.len()..].to_owned(), d)).collect()
+        let top = top.ok_or(PackageError::NotAPackage(
+            "no pyproject.toml at the package root",
+        ))?;
+        files
+            .into_iter()
+            .map(|(p, d)| (p[top.len()..].to_owned(), d))
+            .collect()
     };
     if !files.contains_key("pyproject.toml") {
-        return Err(PackageError::NotAPackage("no pyproject.toml at the package root"));
+        return Err(PackageError::NotAPackage(
+            "no pyproject.toml at the package root",
+        ));
     }
-    if !files.contains_key("src/ade_config/__init__.py") && !files.contains_key("ade_config/__init__.py") {
-        return Err(PackageError::NotAPackage("no ade_config package (src/ade_config/__init__.py)"));
+    if !files.contains_key("src/ade_config/__init__.py")
+        && !files.contains_key("ade_config/__init__.py")
+    {
+        return Err(PackageError::NotAPackage(
+            "no ade_config package (src/ade_config/__init__.py)",
+        ));
     }
     Ok(files)
 }
@@ -232,13 +262,17 @@ fn canonical(files: BTreeMap<String, Vec<u8>>) -> Result<CanonicalPackage, Packa
         header.set_uid(0);
         header.set_gid(0);
         header.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut header, path, data.as_slice()).map_err(io)?;
+        tar.append_data(&mut header, path, data.as_slice())
+            .map_err(io)?;
     }
     let tar = tar.into_inner().map_err(io)?;
     let digest = Digest::sha256(&tar);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     std::io::Write::write_all(&mut gz, &tar).map_err(io)?;
-    Ok(CanonicalPackage { archive: gz.finish().map_err(io)?, digest })
+    Ok(CanonicalPackage {
+        archive: gz.finish().map_err(io)?,
+        digest,
+    })
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
 use std::time::Duration;
 use tokio::sync::Mutex;
 use uuid::Uuid;
@@ -30,7 +32,9 @@ pub struct Topology {
 impl Topology {
     /// Names under `prefix`.
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self { prefix: prefix.into() }
+        Self {
+            prefix: prefix.into(),
+        }
     }
     /// The durable direct exchange that carries jobs.
     pub fn jobs_exchange(&self) -> String {
@@ -107,23 +111,76 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
 
 /// Declares every exchange and queue (idempotent).
 pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), lapin::Error> {
-    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
     let dead = topology.dead();
-    channel.exchange_declare(dead.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default()).await?;
-    let queue = QueueDeclareOptions { durable: true, ..Default::default() };
-    channel.queue_declare(dead.as_str().into(), queue, FieldTable::default()).await?;
-    channel.queue_bind(dead.as_str().into(), dead.as_str().into(), "".into(), QueueBindOptions::default(), FieldTable::default()).await?;
+    channel
+        .exchange_declare(
+            dead.as_str().into(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+    let queue = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(dead.as_str().into(), queue, FieldTable::default())
+        .await?;
+    channel
+        .queue_bind(
+            dead.as_str().into(),
+            dead.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
 
     let jobs = topology.jobs_exchange();
-    channel.exchange_declare(jobs.as_str().into(), ExchangeKind::Direct, durable, FieldTable::default()).await?;
+    channel
+        .exchange_declare(
+            jobs.as_str().into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
     let mut args = FieldTable::default();
-    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(LongString::from(dead.as_str())));
-    for (name, key) in [(topology.runs_queue(), RUNS_KEY), (topology.builds_queue(), BUILDS_KEY)] {
-        channel.queue_declare(name.as_str().into(), queue, args.clone()).await?;
-        channel.queue_bind(name.as_str().into(), jobs.as_str().into(), key.into(), QueueBindOptions::default(), FieldTable::default()).await?;
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(LongString::from(dead.as_str())),
+    );
+    for (name, key) in [
+        (topology.runs_queue(), RUNS_KEY),
+        (topology.builds_queue(), BUILDS_KEY),
+    ] {
+        channel
+            .queue_declare(name.as_str().into(), queue, args.clone())
+            .await?;
+        channel
+            .queue_bind(
+                name.as_str().into(),
+                jobs.as_str().into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
     }
     for fanout in [topology.events_exchange(), topology.control_exchange()] {
-        channel.exchange_declare(fanout.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default()).await?;
+        channel
+            .exchange_declare(
+                fanout.as_str().into(),
+                ExchangeKind::Fanout,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
     }
     Ok(())
 }
@@ -142,7 +199,12 @@ pub struct Publisher {
 impl Publisher {
     /// A publisher that has not connected yet.
     pub fn new(url: impl Into<String>, name: impl Into<String>, topology: Topology) -> Self {
-        Self { url: url.into(), name: name.into(), topology, state: Mutex::new(None) }
+        Self {
+            url: url.into(),
+            name: name.into(),
+            topology,
+            state: Mutex::new(None),
+        }
     }
 
     /// The topology this publisher declares and publishes into.
@@ -157,7 +219,8 @@ impl Publisher {
             JobKind::Build => BUILDS_KEY,
         };
         let body = serde_json::to_vec(&job).expect("a job always serializes");
-        self.publish(&self.topology.jobs_exchange(), key, &body).await
+        self.publish(&self.topology.jobs_exchange(), key, &body)
+            .await
     }
 
     /// Publishes one persistent message and waits for its confirm.
@@ -168,7 +231,13 @@ impl Publisher {
                 .with_delivery_mode(2)
                 .with_content_type("application/json".into());
             channel
-                .basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), body, props)
+                .basic_publish(
+                    exchange.into(),
+                    key.into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    props,
+                )
                 .await?
                 .await
         })
@@ -201,7 +270,9 @@ impl Publisher {
         }
         let conn = connect(&self.url, &self.name).await?;
         let channel = conn.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         declare(&channel, &self.topology).await?;
         *state = Some((conn, channel.clone()));
         Ok(channel)

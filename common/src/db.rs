@@ -20,7 +20,9 @@ pub fn pool(url: &str, max_size: usize) -> anyhow::Result<Pool> {
     let manager = Manager::from_config(
         config,
         NoTls,
-        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
     );
     Pool::builder(manager)
         .max_size(max_size)
@@ -41,7 +43,9 @@ pub async fn migrate(url: &str) -> anyhow::Result<()> {
         .context("taking the migration lock")?;
     let report = migrations::runner().run_async(&mut client).await;
     // The lock is released with the session too; unlocking keeps it short.
-    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY]).await;
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await;
     let report = report.context("applying migrations")?;
     for m in report.applied_migrations() {
         tracing::info!(migration = %m, "applied migration");
@@ -52,7 +56,10 @@ pub async fn migrate(url: &str) -> anyhow::Result<()> {
 /// Creates the database named in `url` if it does not exist yet.
 pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
     let config: tokio_postgres::Config = url.parse().context("invalid ADE_DATABASE_URL")?;
-    let name = config.get_dbname().context("ADE_DATABASE_URL names no database")?.to_owned();
+    let name = config
+        .get_dbname()
+        .context("ADE_DATABASE_URL names no database")?
+        .to_owned();
     let mut admin = config.clone();
     admin.dbname("postgres");
     let client = connect_with(&admin).await?;
@@ -83,7 +90,10 @@ pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
 }
 
 async fn connect_with(config: &tokio_postgres::Config) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, connection) = config.connect(NoTls).await.context("connecting to PostgreSQL")?;
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .context("connecting to PostgreSQL")?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "database connection closed");

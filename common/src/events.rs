@@ -71,7 +71,12 @@ pub struct NewEvent {
 impl NewEvent {
     /// An event of `kind` from `source`.
     pub fn new(kind: impl Into<String>, source: Source, payload: Value) -> Self {
-        Self { kind: kind.into(), source, payload, build_id: None }
+        Self {
+            kind: kind.into(),
+            source,
+            payload,
+            build_id: None,
+        }
     }
 }
 

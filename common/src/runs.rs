@@ -51,18 +51,35 @@ impl RunOptions {
             err("document_ids", "documents must not repeat".into());
         }
         if self.input_sheet_names.len() > MAX_SHEETS {
-            err("input_sheet_names", format!("at most {MAX_SHEETS} sheet names"));
+            err(
+                "input_sheet_names",
+                format!("at most {MAX_SHEETS} sheet names"),
+            );
         }
         if self.input_sheet_names.iter().any(|s| !is_label(s, 255)) {
-            err("input_sheet_names", "sheet names are 1 to 255 printable characters".into());
+            err(
+                "input_sheet_names",
+                "sheet names are 1 to 255 printable characters".into(),
+            );
         }
         if self.metadata.len() > MAX_METADATA {
             err("metadata", format!("at most {MAX_METADATA} entries"));
         }
-        if self.metadata.iter().any(|(k, v)| !is_label(k, 64) || v.chars().count() > 1024) {
-            err("metadata", "keys are 1 to 64 printable characters, values at most 1024".into());
+        if self
+            .metadata
+            .iter()
+            .any(|(k, v)| !is_label(k, 64) || v.chars().count() > 1024)
+        {
+            err(
+                "metadata",
+                "keys are 1 to 64 printable characters, values at most 1024".into(),
+            );
         }
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 }
 
@@ -85,12 +102,23 @@ pub struct Failure {
 impl Failure {
     /// A failure at `stage` with `code`.
     pub fn new(stage: &str, code: &str, message: impl Into<String>) -> Self {
-        Self { stage: stage.into(), code: code.into(), message: message.into() }
+        Self {
+            stage: stage.into(),
+            code: code.into(),
+            message: message.into(),
+        }
     }
 }
 
 /// Every run status.
-pub const RUN_STATUSES: &[&str] = &["queued", "waiting_for_build", "running", "succeeded", "failed", "cancelled"];
+pub const RUN_STATUSES: &[&str] = &[
+    "queued",
+    "waiting_for_build",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+];
 
 #[cfg(test)]
 mod tests {
@@ -98,11 +126,17 @@ mod tests {
 
     #[test]
     fn options_are_checked() {
-        let ok = RunOptions { document_ids: vec![Uuid::now_v7()], ..Default::default() };
+        let ok = RunOptions {
+            document_ids: vec![Uuid::now_v7()],
+            ..Default::default()
+        };
         assert!(ok.check().is_ok());
         assert!(RunOptions::default().check().is_err());
         let id = Uuid::now_v7();
-        let dup = RunOptions { document_ids: vec![id, id], ..Default::default() };
+        let dup = RunOptions {
+            document_ids: vec![id, id],
+            ..Default::default()
+        };
         assert!(dup.check().is_err());
         let mut meta = ok.clone();
         meta.metadata.insert(String::new(), "x".into());

@@ -6,10 +6,20 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonSettings {
     /// PostgreSQL connection URL.
-    #[arg(long, env = "ADE_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/ade", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "ADE_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/ade",
+        hide_env_values = true
+    )]
     pub database_url: String,
     /// RabbitMQ connection URL.
-    #[arg(long, env = "ADE_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "ADE_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
     pub amqp_url: String,
     /// Prefix of every exchange and queue name.
     #[arg(long, env = "ADE_AMQP_PREFIX", default_value = "ade")]

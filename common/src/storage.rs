@@ -23,7 +23,10 @@ impl DataDir {
 
     /// Where an uploaded document's bytes live.
     pub fn document(&self, workspace_id: Uuid, document_id: Uuid) -> PathBuf {
-        self.0.join("documents").join(workspace_id.to_string()).join(document_id.to_string())
+        self.0
+            .join("documents")
+            .join(workspace_id.to_string())
+            .join(document_id.to_string())
     }
 
     /// Scratch space for uploads in progress (same filesystem, so renames are atomic).
@@ -49,7 +52,9 @@ pub fn is_safe_file_name(name: &str) -> bool {
         && name != "."
         && name != ".."
         && !name.starts_with('.')
-        && name.chars().all(|c| !c.is_control() && c != '/' && c != '\\')
+        && name
+            .chars()
+            .all(|c| !c.is_control() && c != '/' && c != '\\')
 }
 
 #[cfg(test)]

@@ -30,16 +30,30 @@ const ENGINE_EVENTS: &[&str] = &[
 const KNOWN_EXTENSIONS: &[&str] = &["csv", "tsv", "txt", "xlsx", "xls"];
 
 /// Prepares the environment and inputs, runs the engine, and says how it ended.
-pub async fn execute(ctx: &Context, claim: &Claim, events: &RunEvents, stop: CancellationToken) -> Completion {
+pub async fn execute(
+    ctx: &Context,
+    claim: &Claim,
+    events: &RunEvents,
+    stop: CancellationToken,
+) -> Completion {
     let ready = match crate::builds::prepare(ctx, claim, events, stop.clone()).await {
         Ok(ready) => ready,
-        Err(message) => return Completion::failed(2, Failure::new("build", "build_failed", message)),
+        Err(message) => {
+            return Completion::failed(2, Failure::new("build", "build_failed", message));
+        }
     };
     let started = json!({"worker_id": ctx.worker_id, "host": ctx.host, "attempt": claim.attempt, "env_reused": ready.reused});
-    events.emit(NewEvent::new("run.started", Source::Worker, started)).await;
+    events
+        .emit(NewEvent::new("run.started", Source::Worker, started))
+        .await;
     let inputs = match stage_inputs(ctx, claim).await {
         Ok(inputs) => inputs,
-        Err(e) => return Completion::failed(2, Failure::new("run", "input_unavailable", format!("{e:#}"))),
+        Err(e) => {
+            return Completion::failed(
+                2,
+                Failure::new("run", "input_unavailable", format!("{e:#}")),
+            );
+        }
     };
     run_engine(ctx, claim, &ready.python, &inputs, events, stop).await
 }
@@ -57,11 +71,17 @@ async fn stage_inputs(ctx: &Context, claim: &Claim) -> anyhow::Result<Vec<PathBu
     let mut inputs = Vec::new();
     for id in &claim.options.document_ids {
         let row = db
-            .query_opt("SELECT name FROM documents WHERE id = $1 AND workspace_id = $2", &[id, &claim.workspace_id])
+            .query_opt(
+                "SELECT name FROM documents WHERE id = $1 AND workspace_id = $2",
+                &[id, &claim.workspace_id],
+            )
             .await?
             .ok_or_else(|| anyhow::anyhow!("document {id} no longer exists"))?;
         let source = ctx.data_dir.document(claim.workspace_id, *id);
-        anyhow::ensure!(tokio::fs::metadata(&source).await.is_ok(), "the content of document {id} is missing from storage");
+        anyhow::ensure!(
+            tokio::fs::metadata(&source).await.is_ok(),
+            "the content of document {id} is missing from storage"
+        );
         let link = inputs_dir.join(format!("{id}.{}", extension(row.get(0))));
         tokio::fs::symlink(&source, &link).await?;
         inputs.push(link);
@@ -75,8 +95,15 @@ fn work_dir(ctx: &Context, claim: &Claim) -> PathBuf {
 
 /// A known extension of the document's name, or `bin`: never user text in paths.
 fn extension(name: &str) -> &'static str {
-    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
-    KNOWN_EXTENSIONS.iter().find(|k| **k == ext).copied().unwrap_or("bin")
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    KNOWN_EXTENSIONS
+        .iter()
+        .find(|k| **k == ext)
+        .copied()
+        .unwrap_or("bin")
 }
 
 /// Totals gathered from the engine's events for `run.completed`'s summary.
@@ -86,7 +113,14 @@ struct Totals {
     rows: AtomicI64,
 }
 
-async fn run_engine(ctx: &Context, claim: &Claim, python: &Path, inputs: &[PathBuf], events: &RunEvents, stop: CancellationToken) -> Completion {
+async fn run_engine(
+    ctx: &Context,
+    claim: &Claim,
+    python: &Path,
+    inputs: &[PathBuf],
+    events: &RunEvents,
+    stop: CancellationToken,
+) -> Completion {
     let outputs = ctx.data_dir.run_outputs(claim.run_id);
     let mut cmd = crate::venv::scrubbed(python);
     cmd.args(["-m", "ade_engine", "run"]);
@@ -109,7 +143,11 @@ async fn run_engine(ctx: &Context, claim: &Claim, python: &Path, inputs: &[PathB
         .env("PYTHONUNBUFFERED", "1")
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("ADE_EVENTS_FD", process::EVENTS_FD.to_string());
-    let guard = Guard { timeout: ctx.run_timeout, cancel: stop, events_pipe: true };
+    let guard = Guard {
+        timeout: ctx.run_timeout,
+        cancel: stop,
+        events_pipe: true,
+    };
     let totals = Totals::default();
     let on_line = |channel: Channel, line: String| {
         let totals = &totals;
@@ -128,11 +166,45 @@ async fn run_engine(ctx: &Context, claim: &Claim, python: &Path, inputs: &[PathB
         "console_lines": events.console_lines(),
     });
     let mut completion = match result {
-        Ok(0) => Completion { status: "succeeded", exit_code: Some(0), failure: None, outputs: list_outputs(&outputs).await, summary: json!({}) },
-        Ok(code) => Completion::failed(code, Failure::new("run", "engine_failed", format!("the engine exited with code {code}; its output is in the run's console.line events"))),
-        Err(ProcessError::Timeout(t)) => Completion::failed(124, Failure::new("run", "timeout", format!("the engine ran longer than {}s and was stopped", t.as_secs()))),
-        Err(ProcessError::Cancelled) => Completion { status: "cancelled", exit_code: None, failure: None, outputs: vec![], summary: json!({}) },
-        Err(e) => Completion::failed(2, Failure::new("run", "environment_unavailable", e.to_string())),
+        Ok(0) => Completion {
+            status: "succeeded",
+            exit_code: Some(0),
+            failure: None,
+            outputs: list_outputs(&outputs).await,
+            summary: json!({}),
+        },
+        Ok(code) => Completion::failed(
+            code,
+            Failure::new(
+                "run",
+                "engine_failed",
+                format!(
+                    "the engine exited with code {code}; its output is in the run's console.line events"
+                ),
+            ),
+        ),
+        Err(ProcessError::Timeout(t)) => Completion::failed(
+            124,
+            Failure::new(
+                "run",
+                "timeout",
+                format!(
+                    "the engine ran longer than {}s and was stopped",
+                    t.as_secs()
+                ),
+            ),
+        ),
+        Err(ProcessError::Cancelled) => Completion {
+            status: "cancelled",
+            exit_code: None,
+            failure: None,
+            outputs: vec![],
+            summary: json!({}),
+        },
+        Err(e) => Completion::failed(
+            2,
+            Failure::new("run", "environment_unavailable", e.to_string()),
+        ),
     };
     completion.summary = summary;
     completion
@@ -149,13 +221,25 @@ async fn engine_event(events: &RunEvents, totals: &Totals, line: &str) {
         Some((kind, payload)) if ENGINE_EVENTS.contains(&kind.as_str()) => {
             if kind == "run.table.summary" {
                 totals.tables.fetch_add(1, Ordering::Relaxed);
-                totals.rows.fetch_add(payload.get("rows").and_then(Value::as_i64).unwrap_or(0), Ordering::Relaxed);
+                totals.rows.fetch_add(
+                    payload.get("rows").and_then(Value::as_i64).unwrap_or(0),
+                    Ordering::Relaxed,
+                );
             }
-            events.emit(NewEvent::new(kind, Source::Engine, payload)).await;
+            events
+                .emit(NewEvent::new(kind, Source::Engine, payload))
+                .await;
         }
         _ => {
             let shown: String = line.chars().take(200).collect();
-            events.console("run", "stderr", format!("ignored an invalid engine event: {shown}"), None).await;
+            events
+                .console(
+                    "run",
+                    "stderr",
+                    format!("ignored an invalid engine event: {shown}"),
+                    None,
+                )
+                .await;
         }
     }
 }

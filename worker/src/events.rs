@@ -32,7 +32,11 @@ impl RunEvents {
     pub fn start(pool: Pool, run_id: Uuid) -> Self {
         let (tx, rx) = mpsc::channel(2 * MAX_BATCH);
         let writer = tokio::spawn(write_loop(pool, run_id, rx));
-        Self { tx, writer, console_lines: AtomicU64::new(0) }
+        Self {
+            tx,
+            writer,
+            console_lines: AtomicU64::new(0),
+        }
     }
 
     /// Queues one event (waits while the writer is behind).
@@ -42,15 +46,28 @@ impl RunEvents {
     }
 
     /// Queues a `console.line`, honouring the per-run line budget.
-    pub async fn console(&self, scope: &str, stream: &str, message: String, build_id: Option<Uuid>) {
+    pub async fn console(
+        &self,
+        scope: &str,
+        stream: &str,
+        message: String,
+        build_id: Option<Uuid>,
+    ) {
         let n = self.console_lines.fetch_add(1, Ordering::Relaxed) + 1;
         if n > MAX_CONSOLE_LINES {
             return;
         }
-        let level = if stream == "stderr" { "warning" } else { "info" };
-        let mut payload = json!({"scope": scope, "stream": stream, "level": level, "message": message});
+        let level = if stream == "stderr" {
+            "warning"
+        } else {
+            "info"
+        };
+        let mut payload =
+            json!({"scope": scope, "stream": stream, "level": level, "message": message});
         if n == MAX_CONSOLE_LINES {
-            payload["message"] = json!(format!("console output limit of {MAX_CONSOLE_LINES} lines reached; further lines are dropped"));
+            payload["message"] = json!(format!(
+                "console output limit of {MAX_CONSOLE_LINES} lines reached; further lines are dropped"
+            ));
             payload["level"] = json!("warning");
         }
         let mut event = NewEvent::new("console.line", Source::Worker, payload);

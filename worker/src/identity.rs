@@ -23,14 +23,24 @@ impl Identity {
             .output()
             .await
             .with_context(|| format!("running {python}"))?;
-        anyhow::ensure!(out.status.success(), "{python} failed: {}", String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(
+            out.status.success(),
+            "{python} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let python_version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        Ok(Self { engine_version, python_version })
+        Ok(Self {
+            engine_version,
+            python_version,
+        })
     }
 
     /// The build fingerprint for a configuration digest.
     pub fn fingerprint(&self, config_digest: &str) -> String {
-        let text = format!("{config_digest}\n{}\n{}", self.engine_version, self.python_version);
+        let text = format!(
+            "{config_digest}\n{}\n{}",
+            self.engine_version, self.python_version
+        );
         Digest::sha256(text.as_bytes()).to_string()
     }
 }
@@ -41,7 +51,13 @@ async fn engine_version(dir: &Path) -> anyhow::Result<String> {
         .with_context(|| format!("reading {}/pyproject.toml (ADE_ENGINE_DIR)", dir.display()))?;
     let version = pyproject
         .lines()
-        .find_map(|l| l.trim().strip_prefix("version").map(|v| v.trim_start_matches([' ', '=']).trim_matches('"').to_owned()))
+        .find_map(|l| {
+            l.trim().strip_prefix("version").map(|v| {
+                v.trim_start_matches([' ', '='])
+                    .trim_matches('"')
+                    .to_owned()
+            })
+        })
         .context("the engine's pyproject.toml has no version")?;
     let dir = dir.to_owned();
     let digest = tokio::task::spawn_blocking(move || sources_digest(&dir)).await??;
@@ -56,7 +72,12 @@ fn sources_digest(dir: &Path) -> std::io::Result<Digest> {
     files.sort();
     let mut hasher = sha2::Sha256::new();
     for file in files {
-        hasher.update(file.strip_prefix(dir).unwrap_or(&file).to_string_lossy().as_bytes());
+        hasher.update(
+            file.strip_prefix(dir)
+                .unwrap_or(&file)
+                .to_string_lossy()
+                .as_bytes(),
+        );
         hasher.update([0]);
         hasher.update(std::fs::read(&file)?);
     }
@@ -66,11 +87,18 @@ fn sources_digest(dir: &Path) -> std::io::Result<Digest> {
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if name == "__pycache__" || name.ends_with(".pyc") {
             continue;
         }
-        if path.is_dir() { collect(&path, out)? } else { out.push(path) }
+        if path.is_dir() {
+            collect(&path, out)?
+        } else {
+            out.push(path)
+        }
     }
     Ok(())
 }

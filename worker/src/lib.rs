@@ -61,10 +61,13 @@ pub struct Worker {
 impl Worker {
     /// Detects the engine and Python, prepares the cache and the pool.
     pub async fn build(settings: WorkerSettings) -> anyhow::Result<Self> {
-        let engine_dir = std::path::absolute(&settings.engine_dir).context("resolving ADE_ENGINE_DIR")?;
+        let engine_dir =
+            std::path::absolute(&settings.engine_dir).context("resolving ADE_ENGINE_DIR")?;
         let identity = identity::Identity::detect(&engine_dir, &settings.python).await?;
         let root = std::path::absolute(&settings.venvs_dir).context("resolving ADE_VENVS_DIR")?;
-        tokio::fs::create_dir_all(&root).await.with_context(|| format!("creating {}", root.display()))?;
+        tokio::fs::create_dir_all(&root)
+            .await
+            .with_context(|| format!("creating {}", root.display()))?;
         let pool_size = usize::from(settings.concurrency()) * 2 + 4;
         let ctx = Context {
             pool: ade_common::db::pool(&settings.common.database_url, pool_size)?,

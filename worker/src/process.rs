@@ -60,14 +60,24 @@ pub struct Guard {
 
 /// Runs `cmd` under `guard`, passing every output line to `on_line`.
 /// Returns the exit code (128 + signal for a signalled child).
-pub async fn run<F, Fut>(mut cmd: Command, guard: Guard, mut on_line: F) -> Result<i32, ProcessError>
+pub async fn run<F, Fut>(
+    mut cmd: Command,
+    guard: Guard,
+    mut on_line: F,
+) -> Result<i32, ProcessError>
 where
     F: FnMut(Channel, String) -> Fut,
     Fut: Future<Output = ()>,
 {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     cmd.process_group(0).kill_on_drop(true);
-    let pipe = if guard.events_pipe { Some(events_pipe(&mut cmd)?) } else { None };
+    let pipe = if guard.events_pipe {
+        Some(events_pipe(&mut cmd)?)
+    } else {
+        None
+    };
     let program = cmd.as_std().get_program().to_string_lossy().into_owned();
     let mut child = cmd.spawn().map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => ProcessError::NotFound(program),
@@ -76,8 +86,16 @@ where
     let pgid = child.id().expect("a just-spawned child has a pid") as i32;
     let (tx, mut rx) = mpsc::channel(256);
     let mut readers = tokio::task::JoinSet::new();
-    readers.spawn(read_lines(child.stdout.take().expect("piped"), Channel::Stdout, tx.clone()));
-    readers.spawn(read_lines(child.stderr.take().expect("piped"), Channel::Stderr, tx.clone()));
+    readers.spawn(read_lines(
+        child.stdout.take().expect("piped"),
+        Channel::Stdout,
+        tx.clone(),
+    ));
+    readers.spawn(read_lines(
+        child.stderr.take().expect("piped"),
+        Channel::Stderr,
+        tx.clone(),
+    ));
     if let Some((reader, writer)) = pipe {
         drop(writer);
         let receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(reader)?;
@@ -108,7 +126,10 @@ where
             on_line(channel, line).await;
         }
     };
-    if tokio::time::timeout(Duration::from_secs(2), drain).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(2), drain)
+        .await
+        .is_err()
+    {
         readers.abort_all();
     }
     outcome
@@ -147,11 +168,17 @@ pub fn kill_group(pgid: i32) {
 
 fn exit_code(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt as _;
-    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
 /// Splits a stream into lines of at most [`MAX_LINE_BYTES`] (lossy UTF-8).
-async fn read_lines(mut reader: impl AsyncRead + Unpin, channel: Channel, tx: mpsc::Sender<(Channel, String)>) {
+async fn read_lines(
+    mut reader: impl AsyncRead + Unpin,
+    channel: Channel,
+    tx: mpsc::Sender<(Channel, String)>,
+) {
     let mut buf = vec![0u8; 8192];
     let mut line = Vec::new();
     loop {
@@ -161,7 +188,9 @@ async fn read_lines(mut reader: impl AsyncRead + Unpin, channel: Channel, tx: mp
         };
         for &b in &buf[..n] {
             if b == b'\n' {
-                let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_owned();
+                let text = String::from_utf8_lossy(&line)
+                    .trim_end_matches('\r')
+                    .to_owned();
                 if tx.send((channel, text)).await.is_err() {
                     return;
                 }
@@ -172,6 +201,8 @@ async fn read_lines(mut reader: impl AsyncRead + Unpin, channel: Channel, tx: mp
         }
     }
     if !line.is_empty() {
-        let _ = tx.send((channel, String::from_utf8_lossy(&line).into_owned())).await;
+        let _ = tx
+            .send((channel, String::from_utf8_lossy(&line).into_owned()))
+            .await;
     }
 }

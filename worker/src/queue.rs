@@ -13,7 +13,9 @@ use crate::runs::{self, Outcome};
 use ade_common::amqp::{self, JobKind, JobMessage, Topology};
 use futures_util::StreamExt as _;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
 use lapin::types::FieldTable;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -41,7 +43,9 @@ impl Consumer {
         while !shutdown.is_cancelled() {
             match self.consume(&shutdown, &mut tasks, &mut backoff).await {
                 Ok(()) => return,
-                Err(e) => tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "broker connection lost"),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "broker connection lost")
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => {}
@@ -52,14 +56,26 @@ impl Consumer {
         self.drain(&mut tasks).await;
     }
 
-    async fn consume(&self, shutdown: &CancellationToken, tasks: &mut JoinSet<()>, backoff: &mut Duration) -> anyhow::Result<()> {
+    async fn consume(
+        &self,
+        shutdown: &CancellationToken,
+        tasks: &mut JoinSet<()>,
+        backoff: &mut Duration,
+    ) -> anyhow::Result<()> {
         let conn = amqp::connect(&self.url, &self.ctx.worker_id).await?;
         let channel = conn.create_channel().await?;
         amqp::declare(&channel, &self.topology).await?;
-        channel.basic_qos(self.prefetch, BasicQosOptions::default()).await?;
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await?;
         let tag = format!("{}-{}", self.ctx.worker_id, uuid::Uuid::now_v7().simple());
         let mut deliveries = channel
-            .basic_consume(self.topology.runs_queue().as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                self.topology.runs_queue().as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
         *backoff = Duration::from_millis(100);
         tracing::info!(queue = %self.topology.runs_queue(), prefetch = self.prefetch, "consuming");
@@ -90,7 +106,10 @@ impl Consumer {
         tracing::info!(in_flight = tasks.len(), "draining");
         let all = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(self.drain, all).await.is_err() {
-            tracing::warn!(in_flight = tasks.len(), "drain period over; leaving the rest to their leases");
+            tracing::warn!(
+                in_flight = tasks.len(),
+                "drain period over; leaving the rest to their leases"
+            );
             tasks.abort_all();
         }
     }
@@ -100,10 +119,18 @@ impl Consumer {
 async fn handle(ctx: Context, delivery: Delivery) {
     let job = serde_json::from_slice::<JobMessage>(&delivery.data);
     let run_id = match job {
-        Ok(JobMessage { kind: JobKind::Run, id }) => id,
+        Ok(JobMessage {
+            kind: JobKind::Run,
+            id,
+        }) => id,
         other => {
             tracing::warn!(job = ?other.ok(), body_bytes = delivery.data.len(), "poison message; dead-lettering it");
-            let _ = delivery.nack(BasicNackOptions { requeue: false, ..Default::default() }).await;
+            let _ = delivery
+                .nack(BasicNackOptions {
+                    requeue: false,
+                    ..Default::default()
+                })
+                .await;
             return;
         }
     };
@@ -119,7 +146,12 @@ async fn handle(ctx: Context, delivery: Delivery) {
         Err(e) => {
             tracing::warn!(run.id = %run_id, error = %e, "run could not be processed; requeueing");
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+            let _ = delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await;
         }
     }
 }

@@ -50,7 +50,13 @@ pub struct Completion {
 impl Completion {
     /// A failed run.
     pub fn failed(exit_code: i32, failure: Failure) -> Self {
-        Self { status: "failed", exit_code: Some(exit_code), failure: Some(failure), outputs: vec![], summary: json!({}) }
+        Self {
+            status: "failed",
+            exit_code: Some(exit_code),
+            failure: Some(failure),
+            outputs: vec![],
+            summary: json!({}),
+        }
     }
 }
 
@@ -81,7 +87,14 @@ pub async fn process_one(ctx: &Context, run_id: Uuid) -> anyhow::Result<Outcome>
     });
     let completion = job.await.unwrap_or_else(|e| {
         tracing::error!(run.id = %run_id, error = %e, "the run's task failed");
-        Completion::failed(2, Failure::new("worker", "worker_error", format!("the worker failed unexpectedly: {e}")))
+        Completion::failed(
+            2,
+            Failure::new(
+                "worker",
+                "worker_error",
+                format!("the worker failed unexpectedly: {e}"),
+            ),
+        )
     });
     if let Ok(events) = Arc::into_inner(events).ok_or(()) {
         events.finish().await;
@@ -123,7 +136,12 @@ async fn renew_lease(ctx: Context, claim: Claim, stop: CancellationToken) {
                 .execute(
                     "UPDATE runs SET lease_expires_at = now() + make_interval(secs => $4)
                      WHERE id = $1 AND worker_id = $2 AND attempt = $3 AND status = 'running'",
-                    &[&claim.run_id, &ctx.worker_id, &claim.attempt, &ctx.lease.as_secs_f64()],
+                    &[
+                        &claim.run_id,
+                        &ctx.worker_id,
+                        &claim.attempt,
+                        &ctx.lease.as_secs_f64(),
+                    ],
                 )
                 .await?;
             anyhow::Ok(n == 1)
@@ -135,7 +153,9 @@ async fn renew_lease(ctx: Context, claim: Claim, stop: CancellationToken) {
                 stop.cancel();
                 return;
             }
-            Err(e) => tracing::warn!(run.id = %claim.run_id, error = %e, "lease renewal failed; retrying"),
+            Err(e) => {
+                tracing::warn!(run.id = %claim.run_id, error = %e, "lease renewal failed; retrying")
+            }
         }
     }
 }
@@ -160,7 +180,10 @@ async fn complete(ctx: &Context, claim: &Claim, c: &Completion) -> anyhow::Resul
 async fn try_complete(ctx: &Context, claim: &Claim, c: &Completion) -> anyhow::Result<bool> {
     let mut db = ctx.pool.get().await?;
     let tx = db.transaction().await?;
-    let failure = c.failure.as_ref().map(|f| serde_json::to_value(f).expect("a failure serializes"));
+    let failure = c
+        .failure
+        .as_ref()
+        .map(|f| serde_json::to_value(f).expect("a failure serializes"));
     let row = tx
         .query_opt(
             "UPDATE runs SET status = $2, exit_code = $3, failure = $4, completed_at = now(), lease_expires_at = NULL
@@ -170,7 +193,8 @@ async fn try_complete(ctx: &Context, claim: &Claim, c: &Completion) -> anyhow::R
         )
         .await?;
     let Some(row) = row else { return Ok(false) };
-    let (started, completed): (time::OffsetDateTime, time::OffsetDateTime) = (row.get(0), row.get(1));
+    let (started, completed): (time::OffsetDateTime, time::OffsetDateTime) =
+        (row.get(0), row.get(1));
     let payload = json!({
         "status": c.status,
         "exit_code": c.exit_code,
@@ -183,7 +207,12 @@ async fn try_complete(ctx: &Context, claim: &Claim, c: &Completion) -> anyhow::R
         "artifacts": {"outputs": c.outputs},
         "summary": c.summary,
     });
-    append_run_events(&tx, claim.run_id, &[NewEvent::new("run.completed", Source::Worker, payload)]).await?;
+    append_run_events(
+        &tx,
+        claim.run_id,
+        &[NewEvent::new("run.completed", Source::Worker, payload)],
+    )
+    .await?;
     tx.commit().await?;
     Ok(true)
 }

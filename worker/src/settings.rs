@@ -67,7 +67,9 @@ impl WorkerSettings {
 
     /// The id this worker reports and claims under.
     pub fn worker_id(&self) -> String {
-        self.worker_id.clone().unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()))
+        self.worker_id
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()))
     }
 
     /// Runs at once.

@@ -114,11 +114,19 @@ pub struct Ready {
 impl VenvCache {
     /// The folder of one build (holding `.venv` and temporary siblings).
     pub fn build_dir(&self, m: &Marker) -> PathBuf {
-        self.root.join(m.workspace_id.to_string()).join(m.configuration_id.to_string()).join(m.build_id.to_string())
+        self.root
+            .join(m.workspace_id.to_string())
+            .join(m.configuration_id.to_string())
+            .join(m.build_id.to_string())
     }
 
     /// Returns the build's venv, building it first if this host lacks a valid one.
-    pub async fn ensure<F, Fut>(&self, spec: BuildSpec, cancel: CancellationToken, mut progress: F) -> anyhow::Result<Ready>
+    pub async fn ensure<F, Fut>(
+        &self,
+        spec: BuildSpec,
+        cancel: CancellationToken,
+        mut progress: F,
+    ) -> anyhow::Result<Ready>
     where
         F: FnMut(Progress) -> Fut,
         Fut: Future<Output = ()>,
@@ -126,17 +134,27 @@ impl VenvCache {
         let dir = self.build_dir(&spec.marker);
         let venv = dir.join(".venv");
         if let Some(marker) = valid_marker(&venv, spec.marker.build_id).await {
-            return Ok(Ready { python: venv.join("bin/python"), reused: true, marker });
+            return Ok(Ready {
+                python: venv.join("bin/python"),
+                reused: true,
+                marker,
+            });
         }
         let _lock = self.lock(spec.marker.build_id).await?;
         // Another builder may have finished while we waited for the lock.
         if let Some(marker) = valid_marker(&venv, spec.marker.build_id).await {
-            return Ok(Ready { python: venv.join("bin/python"), reused: true, marker });
+            return Ok(Ready {
+                python: venv.join("bin/python"),
+                reused: true,
+                marker,
+            });
         }
         clear_leftovers(&dir).await?;
         let tmp = dir.join(format!(".venv.tmp-{}", Uuid::now_v7().simple()));
         let src = dir.join(format!(".src-{}", Uuid::now_v7().simple()));
-        let result = self.build_into(&tmp, &src, spec, cancel, &mut progress).await;
+        let result = self
+            .build_into(&tmp, &src, spec, cancel, &mut progress)
+            .await;
         let _ = tokio::fs::remove_dir_all(&src).await;
         let marker = match result {
             Ok(marker) => marker,
@@ -145,39 +163,79 @@ impl VenvCache {
                 return Err(e);
             }
         };
-        tokio::fs::rename(&tmp, &venv).await.context("moving the venv into place")?;
-        Ok(Ready { python: venv.join("bin/python"), reused: false, marker })
+        tokio::fs::rename(&tmp, &venv)
+            .await
+            .context("moving the venv into place")?;
+        Ok(Ready {
+            python: venv.join("bin/python"),
+            reused: false,
+            marker,
+        })
     }
 
-    async fn build_into<F, Fut>(&self, tmp: &Path, src: &Path, mut spec: BuildSpec, cancel: CancellationToken, progress: &mut F) -> anyhow::Result<Marker>
+    async fn build_into<F, Fut>(
+        &self,
+        tmp: &Path,
+        src: &Path,
+        mut spec: BuildSpec,
+        cancel: CancellationToken,
+        progress: &mut F,
+    ) -> anyhow::Result<Marker>
     where
         F: FnMut(Progress) -> Fut,
         Fut: Future<Output = ()>,
     {
         let deadline = Instant::now() + self.timeout;
-        let step = Step { deadline, cancel: &cancel };
+        let step = Step {
+            deadline,
+            cancel: &cancel,
+        };
         let python = tmp.join("bin/python");
         progress(Progress::Phase(Phase::CreateVenv)).await;
-        step.run(self.uv_cmd(&["venv", "--relocatable", "--quiet", "--python", &self.python]).arg(tmp), progress).await?;
+        step.run(
+            self.uv_cmd(&["venv", "--relocatable", "--quiet", "--python", &self.python])
+                .arg(tmp),
+            progress,
+        )
+        .await?;
         progress(Progress::Phase(Phase::InstallEngine)).await;
-        step.run(self.uv_cmd(&["pip", "install", "--quiet", "--python"]).arg(&python).arg(&self.engine_dir), progress).await?;
+        step.run(
+            self.uv_cmd(&["pip", "install", "--quiet", "--python"])
+                .arg(&python)
+                .arg(&self.engine_dir),
+            progress,
+        )
+        .await?;
         progress(Progress::Phase(Phase::InstallConfig)).await;
         unpack(&spec.package, src).await?;
-        step.run(self.uv_cmd(&["pip", "install", "--quiet", "--python"]).arg(&python).arg(src), progress).await?;
+        step.run(
+            self.uv_cmd(&["pip", "install", "--quiet", "--python"])
+                .arg(&python)
+                .arg(src),
+            progress,
+        )
+        .await?;
         progress(Progress::Phase(Phase::VerifyImports)).await;
-        step.run(scrubbed(&python).args(["-c", "import ade_engine, ade_config"]), progress).await?;
+        step.run(
+            scrubbed(&python).args(["-c", "import ade_engine, ade_config"]),
+            progress,
+        )
+        .await?;
         progress(Progress::Phase(Phase::CollectMetadata)).await;
         spec.marker.packages = self.freeze(&python).await?;
         spec.marker.created_at = ade_common::time_fmt::format(time::OffsetDateTime::now_utc());
         let body = serde_json::to_vec_pretty(&spec.marker).expect("a marker serializes");
-        tokio::fs::write(tmp.join(MARKER), body).await.context("writing the marker")?;
+        tokio::fs::write(tmp.join(MARKER), body)
+            .await
+            .context("writing the marker")?;
         Ok(spec.marker)
     }
 
     fn uv_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = scrubbed(Path::new(&self.uv));
         cmd.args(args);
-        cmd.env("UV_PYTHON_DOWNLOADS", "never").env("UV_NO_PROGRESS", "1");
+        cmd.env("UV_PYTHON_DOWNLOADS", "never")
+            .env("UV_NO_PROGRESS", "1");
         if let Ok(cache) = std::env::var("UV_CACHE_DIR") {
             cmd.env("UV_CACHE_DIR", cache);
         }
@@ -185,18 +243,36 @@ impl VenvCache {
     }
 
     async fn freeze(&self, python: &Path) -> anyhow::Result<Vec<String>> {
-        let out = self.uv_cmd(&["pip", "freeze", "--python"]).arg(python).output().await.context("running uv pip freeze")?;
-        anyhow::ensure!(out.status.success(), "uv pip freeze failed: {}", String::from_utf8_lossy(&out.stderr));
-        Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect())
+        let out = self
+            .uv_cmd(&["pip", "freeze", "--python"])
+            .arg(python)
+            .output()
+            .await
+            .context("running uv pip freeze")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "uv pip freeze failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect())
     }
 
     /// Takes the build's lock file, waiting for another builder on this host.
     async fn lock(&self, build_id: Uuid) -> anyhow::Result<std::fs::File> {
         let dir = self.root.join(".locks");
-        tokio::fs::create_dir_all(&dir).await.context("creating the lock folder")?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .context("creating the lock folder")?;
         let path = dir.join(format!("{build_id}.lock"));
         tokio::task::spawn_blocking(move || {
-            let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
             // SAFETY: flock on a descriptor we own; released when the file closes.
             if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) } != 0 {
                 return Err(std::io::Error::last_os_error());
@@ -227,8 +303,27 @@ impl Step<'_> {
             events_pipe: false,
         };
         let cmd = std::mem::replace(cmd, Command::new("true"));
-        let code = process::run(cmd, guard, |channel, line| progress(Progress::Line(channel, line))).await?;
-        anyhow::ensure!(code == 0, "{program} exited with code {code}");
+        // The last stderr lines say why a step failed; keep them for the error.
+        let mut last_errors = std::collections::VecDeque::new();
+        let code = process::run(cmd, guard, |channel, line| {
+            if channel == Channel::Stderr && !line.trim().is_empty() {
+                if last_errors.len() == 5 {
+                    last_errors.pop_front();
+                }
+                last_errors.push_back(line.clone());
+            }
+            progress(Progress::Line(channel, line))
+        })
+        .await?;
+        let name = Path::new(&program)
+            .file_name()
+            .map_or(program.clone(), |n| n.to_string_lossy().into_owned());
+        let detail = Vec::from(last_errors).join("\n");
+        anyhow::ensure!(
+            code == 0,
+            "{name} exited with code {code}{}{detail}",
+            if detail.is_empty() { "" } else { ":\n" }
+        );
         Ok(())
     }
 }
@@ -237,7 +332,10 @@ impl Step<'_> {
 pub fn scrubbed(program: &Path) -> Command {
     let mut cmd = Command::new(program);
     cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()))
+        .env(
+            "PATH",
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+        )
         .env("LANG", "C.UTF-8");
     if let Ok(home) = std::env::var("HOME") {
         cmd.env("HOME", home);
@@ -254,13 +352,17 @@ async fn valid_marker(venv: &Path, build_id: Uuid) -> Option<Marker> {
 
 /// Removes what a dead builder left: temporary folders and a `.venv` without a marker.
 async fn clear_leftovers(dir: &Path) -> anyhow::Result<()> {
-    tokio::fs::create_dir_all(dir).await.context("creating the build folder")?;
+    tokio::fs::create_dir_all(dir)
+        .await
+        .context("creating the build folder")?;
     let mut entries = tokio::fs::read_dir(dir).await?;
     while let Some(entry) = entries.next_entry().await? {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if name.starts_with(".venv.tmp-") || name.starts_with(".src-") || name == ".venv" {
-            tokio::fs::remove_dir_all(entry.path()).await.with_context(|| format!("removing {name}"))?;
+            tokio::fs::remove_dir_all(entry.path())
+                .await
+                .with_context(|| format!("removing {name}"))?;
         }
     }
     Ok(())

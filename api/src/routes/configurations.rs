@@ -13,13 +13,14 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
+use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::multipart::FormData;
 use warp::reply::Response;
-use warp::Filter;
 
-const COLUMNS: &str = "id, workspace_id, name, content_digest, active_build_id, created_at, updated_at";
+const COLUMNS: &str =
+    "id, workspace_id, name, content_digest, active_build_id, created_at, updated_at";
 
 /// A configuration as the API shows it (the package itself is not included).
 #[derive(Debug, Serialize)]
@@ -108,10 +109,19 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-async fn create(ws: Uuid, state: AppState, upload: Result<Upload, ApiError>) -> Result<Response, ApiError> {
+async fn create(
+    ws: Uuid,
+    state: AppState,
+    upload: Result<Upload, ApiError>,
+) -> Result<Response, ApiError> {
     workspaces::find(&state, ws).await?;
     let upload = upload?;
-    let name = checked_name(upload.name.as_deref().ok_or_else(|| ApiError::field("invalid_request", "name", "name is required"))?)?;
+    let name = checked_name(
+        upload
+            .name
+            .as_deref()
+            .ok_or_else(|| ApiError::field("invalid_request", "name", "name is required"))?,
+    )?;
     let row = state
         .db()
         .await?
@@ -120,14 +130,28 @@ async fn create(ws: Uuid, state: AppState, upload: Result<Upload, ApiError>) -> 
                 "INSERT INTO configurations (id, workspace_id, name, content_digest, package)
                  VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
             ),
-            &[&ade_common::ids::new_id(), &ws, &name, &upload.package.digest.as_str(), &upload.package.archive],
+            &[
+                &ade_common::ids::new_id(),
+                &ws,
+                &name,
+                &upload.package.digest.as_str(),
+                &upload.package.archive,
+            ],
         )
         .await?;
     let config = Configuration::from(&row);
-    Ok(created(format!("/api/v1/workspaces/{ws}/configurations/{}", config.id), &config))
+    Ok(created(
+        format!("/api/v1/workspaces/{ws}/configurations/{}", config.id),
+        &config,
+    ))
 }
 
-async fn replace(ws: Uuid, id: Uuid, state: AppState, form: FormData) -> Result<Response, ApiError> {
+async fn replace(
+    ws: Uuid,
+    id: Uuid,
+    state: AppState,
+    form: FormData,
+) -> Result<Response, ApiError> {
     find(&state, ws, id).await?;
     let upload = from_form(form).await?;
     let row = state
@@ -138,7 +162,12 @@ async fn replace(ws: Uuid, id: Uuid, state: AppState, form: FormData) -> Result<
                 "UPDATE configurations SET content_digest = $3, package = $4, updated_at = now()
                  WHERE workspace_id = $1 AND id = $2 RETURNING {COLUMNS}"
             ),
-            &[&ws, &id, &upload.package.digest.as_str(), &upload.package.archive],
+            &[
+                &ws,
+                &id,
+                &upload.package.digest.as_str(),
+                &upload.package.archive,
+            ],
         )
         .await?
         .ok_or(ApiError::NotFound("configuration"))?;
@@ -161,18 +190,27 @@ async fn list(ws: Uuid, state: AppState, q: PageQuery) -> Result<Response, ApiEr
         )
         .await?;
     let items = rows.iter().map(Configuration::from).collect();
-    Ok(json(StatusCode::OK, &page(items, limit, |c: &Configuration| c.id)))
+    Ok(json(
+        StatusCode::OK,
+        &page(items, limit, |c: &Configuration| c.id),
+    ))
 }
 
 async fn get(ws: Uuid, id: Uuid, state: AppState) -> Result<Response, ApiError> {
-    Ok(json(StatusCode::OK, &Configuration::from(&find(&state, ws, id).await?)))
+    Ok(json(
+        StatusCode::OK,
+        &Configuration::from(&find(&state, ws, id).await?),
+    ))
 }
 
 async fn find(state: &AppState, ws: Uuid, id: Uuid) -> Result<Row, ApiError> {
     state
         .db()
         .await?
-        .query_opt(&format!("SELECT {COLUMNS} FROM configurations WHERE workspace_id = $1 AND id = $2"), &[&ws, &id])
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM configurations WHERE workspace_id = $1 AND id = $2"),
+            &[&ws, &id],
+        )
         .await?
         .ok_or(ApiError::NotFound("configuration"))
 }
@@ -180,7 +218,10 @@ async fn find(state: &AppState, ws: Uuid, id: Uuid) -> Result<Row, ApiError> {
 fn from_json(body: &[u8]) -> Result<Upload, ApiError> {
     let req: CreateFromSource = parse_json(body)?;
     match req.source {
-        Source::Template => Ok(Upload { name: Some(req.name), package: package::template() }),
+        Source::Template => Ok(Upload {
+            name: Some(req.name),
+            package: package::template(),
+        }),
     }
 }
 
@@ -191,10 +232,17 @@ async fn from_form(form: FormData) -> Result<Upload, ApiError> {
         match part.name() {
             "name" => name = Some(read_text(part, 1024).await?),
             "package" => archive = Some(read_part(part, MAX_ARCHIVE_BYTES).await?),
-            other => return Err(ApiError::field("invalid_request", other, "unknown form field")),
+            other => {
+                return Err(ApiError::field(
+                    "invalid_request",
+                    other,
+                    "unknown form field",
+                ));
+            }
         }
     }
-    let archive = archive.ok_or_else(|| ApiError::field("invalid_request", "package", "package is required"))?;
+    let archive = archive
+        .ok_or_else(|| ApiError::field("invalid_request", "package", "package is required"))?;
     let package = package::from_upload(&archive).map_err(package_error)?;
     Ok(Upload { name, package })
 }

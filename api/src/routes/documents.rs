@@ -14,11 +14,11 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
+use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::multipart::FormData;
 use warp::reply::Response;
-use warp::Filter;
 
 const COLUMNS: &str = "id, workspace_id, name, content_type, byte_size, sha256, created_at";
 
@@ -65,7 +65,13 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with(state))
         .then(download);
-    upload.or(get).unify().or(download).unify().map(warp::Reply::into_response).boxed()
+    upload
+        .or(get)
+        .unify()
+        .or(download)
+        .unify()
+        .map(warp::Reply::into_response)
+        .boxed()
 }
 
 async fn upload(ws: Uuid, state: AppState, mut form: FormData) -> Result<Response, ApiError> {
@@ -78,7 +84,11 @@ async fn upload(ws: Uuid, state: AppState, mut form: FormData) -> Result<Respons
     while let Some(part) = form.try_next().await.map_err(bad_multipart)? {
         if part.name() != "file" {
             let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(ApiError::field("invalid_request", part.name(), "unknown form field"));
+            return Err(ApiError::field(
+                "invalid_request",
+                part.name(),
+                "unknown form field",
+            ));
         }
         let name = display_name(part.filename());
         let content_type = content_type_of(&name, part.content_type());
@@ -100,45 +110,79 @@ async fn upload(ws: Uuid, state: AppState, mut form: FormData) -> Result<Respons
                 "INSERT INTO documents (id, workspace_id, name, content_type, byte_size, sha256)
                  VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
             ),
-            &[&id, &ws, &name, &content_type, &(size as i64), &digest.hex()],
+            &[
+                &id,
+                &ws,
+                &name,
+                &content_type,
+                &(size as i64),
+                &digest.hex(),
+            ],
         )
         .await?;
-    Ok(created(format!("/api/v1/workspaces/{ws}/documents/{id}"), &Document::from(&row)))
+    Ok(created(
+        format!("/api/v1/workspaces/{ws}/documents/{id}"),
+        &Document::from(&row),
+    ))
 }
 
 async fn get(ws: Uuid, id: Uuid, state: AppState) -> Result<Response, ApiError> {
-    Ok(json(StatusCode::OK, &Document::from(&find(&state, ws, id).await?)))
+    Ok(json(
+        StatusCode::OK,
+        &Document::from(&find(&state, ws, id).await?),
+    ))
 }
 
 async fn download(ws: Uuid, id: Uuid, state: AppState) -> Result<Response, ApiError> {
     let row = find(&state, ws, id).await?;
     let doc = Document::from(&row);
-    super::runs::outputs::file_response(&state.data_dir.document(ws, id), &doc.content_type, &doc.name).await
+    super::runs::outputs::file_response(
+        &state.data_dir.document(ws, id),
+        &doc.content_type,
+        &doc.name,
+    )
+    .await
 }
 
 async fn find(state: &AppState, ws: Uuid, id: Uuid) -> Result<Row, ApiError> {
     state
         .db()
         .await?
-        .query_opt(&format!("SELECT {COLUMNS} FROM documents WHERE workspace_id = $1 AND id = $2"), &[&ws, &id])
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM documents WHERE workspace_id = $1 AND id = $2"),
+            &[&ws, &id],
+        )
         .await?
         .ok_or(ApiError::NotFound("document"))
 }
 
 /// The last path component of the client's file name, printable, bounded.
 fn display_name(filename: Option<&str>) -> String {
-    let base = filename.unwrap_or("upload").rsplit(['/', '\\']).next().unwrap_or("upload");
+    let base = filename
+        .unwrap_or("upload")
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or("upload");
     let clean: String = base.chars().filter(|c| !c.is_control()).take(255).collect();
-    if clean.trim().is_empty() { "upload".into() } else { clean }
+    if clean.trim().is_empty() {
+        "upload".into()
+    } else {
+        clean
+    }
 }
 
 /// The declared content type, or one guessed from a few known extensions.
 fn content_type_of(name: &str, declared: Option<&str>) -> String {
-    let guessed = match name.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()) {
+    let guessed = match name
+        .rsplit_once('.')
+        .map(|(_, ext)| ext.to_ascii_lowercase())
+    {
         Some(ext) if ext == "csv" => "text/csv",
         Some(ext) if ext == "tsv" => "text/tab-separated-values",
         Some(ext) if ext == "txt" => "text/plain",
-        Some(ext) if ext == "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        Some(ext) if ext == "xlsx" => {
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+        }
         _ => "application/octet-stream",
     };
     match declared {
@@ -150,6 +194,7 @@ fn content_type_of(name: &str, declared: Option<&str>) -> String {
 /// A `type/subtype` of printable ASCII, short enough for a header.
 fn is_sane_mime(s: &str) -> bool {
     s.len() <= 255
-        && s.split_once('/').is_some_and(|(t, st)| !t.is_empty() && !st.is_empty())
+        && s.split_once('/')
+            .is_some_and(|(t, st)| !t.is_empty() && !st.is_empty())
         && s.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
 }

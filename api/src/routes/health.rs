@@ -1,18 +1,23 @@
 //! `/health/live` and `/health/ready`.
 
-use crate::state::AppState;
 use super::{json, with};
+use crate::state::AppState;
 use serde_json::json;
 use std::time::Duration;
+use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
-use warp::Filter;
 
 /// Liveness and readiness.
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let live = warp::path!("health" / "live").and(warp::get()).map(|| json(StatusCode::OK, &json!({"status": "ok"})));
-    let ready = warp::path!("health" / "ready").and(warp::get()).and(with(state)).then(ready);
+    let live = warp::path!("health" / "live")
+        .and(warp::get())
+        .map(|| json(StatusCode::OK, &json!({"status": "ok"})));
+    let ready = warp::path!("health" / "ready")
+        .and(warp::get())
+        .and(with(state))
+        .then(ready);
     live.or(ready).unify().boxed()
 }
 
@@ -27,12 +32,17 @@ async fn ready(state: AppState) -> Response {
     .ok()
     .flatten()
     .is_some();
-    let broker = tokio::time::timeout(Duration::from_secs(2), state.publisher.check()).await.is_ok_and(|r| r.is_ok());
+    let broker = tokio::time::timeout(Duration::from_secs(2), state.publisher.check())
+        .await
+        .is_ok_and(|r| r.is_ok());
     let (status, code) = match (database, broker) {
         (true, true) => ("ready", StatusCode::OK),
         (true, false) => ("degraded", StatusCode::OK),
         (false, _) => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
     };
     let up = |ok: bool| if ok { "up" } else { "down" };
-    json(code, &json!({"status": status, "dependencies": {"database": up(database), "broker": up(broker)}}))
+    json(
+        code,
+        &json!({"status": status, "dependencies": {"database": up(database), "broker": up(broker)}}),
+    )
 }

@@ -52,14 +52,19 @@ fn openapi() -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .map(|| {
             let mut res = Response::new(include_str!("../../openapi.json").into());
-            res.headers_mut().insert("content-type", "application/json".parse().expect("valid header"));
+            res.headers_mut().insert(
+                "content-type",
+                "application/json".parse().expect("valid header"),
+            );
             res
         })
         .boxed()
 }
 
 /// The shared state, for `.and(with(state))`.
-pub fn with(state: AppState) -> impl Filter<Extract = (AppState,), Error = std::convert::Infallible> + Clone {
+pub fn with(
+    state: AppState,
+) -> impl Filter<Extract = (AppState,), Error = std::convert::Infallible> + Clone {
     warp::any().map(move || state.clone())
 }
 
@@ -70,7 +75,11 @@ pub fn json_body() -> impl Filter<Extract = (Bytes,), Error = warp::Rejection> +
 
 /// Parses a JSON body; an empty body reads as `{}`. Errors are 422 `invalid_request`.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { body };
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
     serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
 }
 
@@ -82,7 +91,10 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
 /// A 201 JSON reply with a `Location` header.
 pub fn created<T: Serialize>(location: String, value: &T) -> Response {
     let mut res = json(StatusCode::CREATED, value);
-    res.headers_mut().insert("location", location.parse().expect("ids make valid headers"));
+    res.headers_mut().insert(
+        "location",
+        location.parse().expect("ids make valid headers"),
+    );
     res
 }
 
@@ -110,7 +122,11 @@ impl PageQuery {
     pub fn limit(&self) -> Result<i64, ApiError> {
         match self.limit.unwrap_or(50) {
             l @ 1..=200 => Ok(l),
-            _ => Err(ApiError::field("invalid_query", "limit", "limit must be between 1 and 200")),
+            _ => Err(ApiError::field(
+                "invalid_query",
+                "limit",
+                "limit must be between 1 and 200",
+            )),
         }
     }
 }
@@ -119,6 +135,10 @@ impl PageQuery {
 pub fn page<T>(mut items: Vec<T>, limit: i64, id: impl Fn(&T) -> uuid::Uuid) -> Page<T> {
     let more = items.len() as i64 > limit;
     items.truncate(limit as usize);
-    let next_cursor = if more { items.last().map(|i| id(i).to_string()) } else { None };
+    let next_cursor = if more {
+        items.last().map(|i| id(i).to_string())
+    } else {
+        None
+    };
     Page { items, next_cursor }
 }

@@ -16,7 +16,9 @@ pub async fn read_part(part: Part, limit: usize) -> Result<Vec<u8>, ApiError> {
     while let Some(chunk) = stream.next().await {
         let mut chunk = chunk.map_err(bad_multipart)?;
         if data.len() + chunk.remaining() > limit {
-            return Err(ApiError::TooLarge(format!("the part is limited to {limit} bytes")));
+            return Err(ApiError::TooLarge(format!(
+                "the part is limited to {limit} bytes"
+            )));
         }
         data.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
     }
@@ -50,7 +52,9 @@ async fn write_part(part: Part, path: &Path, limit: u64) -> Result<(u64, Digest)
         let bytes = chunk.copy_to_bytes(chunk.remaining());
         size += bytes.len() as u64;
         if size > limit {
-            return Err(ApiError::TooLarge(format!("uploads are limited to {limit} bytes")));
+            return Err(ApiError::TooLarge(format!(
+                "uploads are limited to {limit} bytes"
+            )));
         }
         hasher.update(&bytes);
         file.write_all(&bytes).await?;
@@ -61,5 +65,9 @@ async fn write_part(part: Part, path: &Path, limit: u64) -> Result<(u64, Digest)
 
 /// A multipart stream that could not be read (malformed, or over the form limit).
 pub fn bad_multipart(e: warp::Error) -> ApiError {
-    ApiError::Invalid { code: "invalid_multipart", detail: format!("invalid multipart body: {e}"), errors: vec![] }
+    ApiError::Invalid {
+        code: "invalid_multipart",
+        detail: format!("invalid multipart body: {e}"),
+        errors: vec![],
+    }
 }

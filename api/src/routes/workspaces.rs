@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
+use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
-use warp::Filter;
 
 /// A workspace as the API shows it.
 #[derive(Debug, Serialize)]
@@ -25,7 +25,11 @@ pub struct Workspace {
 
 impl From<&Row> for Workspace {
     fn from(row: &Row) -> Self {
-        Self { id: row.get("id"), name: row.get("name"), created_at: row.get("created_at") }
+        Self {
+            id: row.get("id"),
+            name: row.get("name"),
+            created_at: row.get("created_at"),
+        }
     }
 }
 
@@ -47,8 +51,17 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(with(state.clone()))
         .and(warp::query::<PageQuery>())
         .then(list);
-    let get = warp::path!("workspaces" / Uuid).and(warp::get()).and(with(state)).then(get);
-    create.or(list).unify().or(get).unify().map(into_response).boxed()
+    let get = warp::path!("workspaces" / Uuid)
+        .and(warp::get())
+        .and(with(state))
+        .then(get);
+    create
+        .or(list)
+        .unify()
+        .or(get)
+        .unify()
+        .map(into_response)
+        .boxed()
 }
 
 fn into_response(r: Result<Response, ApiError>) -> Response {
@@ -82,7 +95,10 @@ async fn list(state: AppState, q: PageQuery) -> Result<Response, ApiError> {
         )
         .await?;
     let items = rows.iter().map(Workspace::from).collect();
-    Ok(json(StatusCode::OK, &page(items, limit, |w: &Workspace| w.id)))
+    Ok(json(
+        StatusCode::OK,
+        &page(items, limit, |w: &Workspace| w.id),
+    ))
 }
 
 async fn get(id: Uuid, state: AppState) -> Result<Response, ApiError> {
@@ -95,7 +111,10 @@ pub async fn find(state: &AppState, id: Uuid) -> Result<Row, ApiError> {
     state
         .db()
         .await?
-        .query_opt("SELECT id, name, created_at FROM workspaces WHERE id = $1", &[&id])
+        .query_opt(
+            "SELECT id, name, created_at FROM workspaces WHERE id = $1",
+            &[&id],
+        )
         .await?
         .ok_or(ApiError::NotFound("workspace"))
 }
@@ -104,7 +123,11 @@ pub async fn find(state: &AppState, id: Uuid) -> Result<Row, ApiError> {
 pub fn checked_name(name: &str) -> Result<String, ApiError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(ApiError::field("invalid_request", "name", "name must be 1 to 200 printable characters"));
+        return Err(ApiError::field(
+            "invalid_request",
+            "name",
+            "name must be 1 to 200 printable characters",
+        ));
     }
     Ok(name.to_owned())
 }

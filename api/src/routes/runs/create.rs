@@ -16,10 +16,10 @@ use bytes::Bytes;
 use deadpool_postgres::Transaction;
 use serde::Deserialize;
 use uuid::Uuid;
+use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
-use warp::Filter;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,7 +32,9 @@ struct CreateRun {
 
 /// Both spellings of the create path.
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let path = warp::path!("configs" / Uuid / "runs").or(warp::path!("configurations" / Uuid / "runs")).unify();
+    let path = warp::path!("configs" / Uuid / "runs")
+        .or(warp::path!("configurations" / Uuid / "runs"))
+        .unify();
     path.and(warp::post())
         .and(with(state))
         .and(warp::header::optional::<String>("idempotency-key"))
@@ -42,10 +44,19 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-async fn create(config_id: Uuid, state: AppState, key: Option<String>, body: Bytes) -> Result<Response, ApiError> {
+async fn create(
+    config_id: Uuid,
+    state: AppState,
+    key: Option<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let req: CreateRun = parse_json(&body)?;
     if req.stream {
-        return Err(ApiError::field("streaming_unavailable", "stream", "live streaming is not available yet; use stream=false"));
+        return Err(ApiError::field(
+            "streaming_unavailable",
+            "stream",
+            "live streaming is not available yet; use stream=false",
+        ));
     }
     check_options(&req.options)?;
     if state.settings.safe_mode {
@@ -72,32 +83,55 @@ async fn create(config_id: Uuid, state: AppState, key: Option<String>, body: Byt
             &[&run_id, &workspace_id, &config_id, &options, &key, &digest.as_str()],
         )
         .await?;
-    let queued = NewEvent::new("run.queued", Source::Api, serde_json::json!({ "options": options }));
+    let queued = NewEvent::new(
+        "run.queued",
+        Source::Api,
+        serde_json::json!({ "options": options }),
+    );
     append_run_events(&tx, run_id, &[queued]).await?;
     tx.commit().await?;
     drop(db);
     crate::dispatch::offer_run(&state, run_id).await;
-    Ok(created(format!("/api/v1/runs/{run_id}"), &RunResource::from(&row)))
+    Ok(created(
+        format!("/api/v1/runs/{run_id}"),
+        &RunResource::from(&row),
+    ))
 }
 
 fn check_options(options: &RunOptions) -> Result<(), ApiError> {
     options.check().map_err(|errors| ApiError::Invalid {
         code: "invalid_options",
-        detail: errors.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join("; "),
-        errors: errors.into_iter().map(|(field, message)| FieldError { field, message }).collect(),
+        detail: errors
+            .iter()
+            .map(|(f, m)| format!("{f}: {m}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+        errors: errors
+            .into_iter()
+            .map(|(field, message)| FieldError { field, message })
+            .collect(),
     })
 }
 
 /// An `Idempotency-Key`: 1 to 255 printable ASCII characters.
 fn checked_key(key: String) -> Result<String, ApiError> {
     if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::field("invalid_request", "Idempotency-Key", "must be 1 to 255 printable ASCII characters"));
+        return Err(ApiError::field(
+            "invalid_request",
+            "Idempotency-Key",
+            "must be 1 to 255 printable ASCII characters",
+        ));
     }
     Ok(key)
 }
 
 /// Checks everything a new run needs; returns the configuration's workspace.
-async fn check_preconditions(tx: &Transaction<'_>, state: &AppState, config_id: Uuid, options: &RunOptions) -> Result<Uuid, ApiError> {
+async fn check_preconditions(
+    tx: &Transaction<'_>,
+    state: &AppState,
+    config_id: Uuid,
+    options: &RunOptions,
+) -> Result<Uuid, ApiError> {
     let config = tx
         .query_opt(
             "SELECT c.workspace_id, b.status = 'failed' AND b.config_digest = c.content_digest AS build_failed
@@ -121,11 +155,15 @@ async fn check_preconditions(tx: &Transaction<'_>, state: &AppState, config_id: 
     if config.get::<_, Option<bool>>(1) == Some(true) && !options.force_rebuild {
         return Err(ApiError::Conflict {
             code: "environment_not_ready",
-            detail: "the build for this configuration failed; fix it, or run with force_rebuild".into(),
+            detail: "the build for this configuration failed; fix it, or run with force_rebuild"
+                .into(),
         });
     }
     let queued: i64 = tx
-        .query_one("SELECT count(*) FROM runs WHERE status IN ('queued', 'waiting_for_build')", &[])
+        .query_one(
+            "SELECT count(*) FROM runs WHERE status IN ('queued', 'waiting_for_build')",
+            &[],
+        )
         .await?
         .get(0);
     if queued >= state.settings.max_queued_runs {
@@ -135,7 +173,12 @@ async fn check_preconditions(tx: &Transaction<'_>, state: &AppState, config_id: 
 }
 
 /// The run created earlier with this key, if the request is the same; 409 if not.
-async fn find_by_key(tx: &Transaction<'_>, config_id: Uuid, key: &str, digest: &Digest) -> Result<Option<RunResource>, ApiError> {
+async fn find_by_key(
+    tx: &Transaction<'_>,
+    config_id: Uuid,
+    key: &str,
+    digest: &Digest,
+) -> Result<Option<RunResource>, ApiError> {
     let row = tx
         .query_opt(
             &format!("SELECT {COLUMNS}, request_digest FROM runs WHERE configuration_id = $1 AND idempotency_key = $2"),
@@ -144,7 +187,9 @@ async fn find_by_key(tx: &Transaction<'_>, config_id: Uuid, key: &str, digest: &
         .await?;
     match row {
         None => Ok(None),
-        Some(row) if row.get::<_, Option<&str>>("request_digest") == Some(digest.as_str()) => Ok(Some(RunResource::from(&row))),
+        Some(row) if row.get::<_, Option<&str>>("request_digest") == Some(digest.as_str()) => {
+            Ok(Some(RunResource::from(&row)))
+        }
         Some(_) => Err(ApiError::Conflict {
             code: "idempotency_key_reused",
             detail: "this Idempotency-Key was used with a different request".into(),

@@ -6,10 +6,10 @@ use crate::state::AppState;
 use ade_common::events::{Envelope, MAX_PAGE, run_events_page};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
-use warp::Filter;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,26 +32,50 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(with(state.clone()))
         .and(warp::query::<EventsQuery>())
         .then(page);
-    let logfile = warp::path!("runs" / Uuid / "logfile").and(warp::get()).and(with(state)).then(logfile);
-    page.or(logfile).unify().map(warp::Reply::into_response).boxed()
+    let logfile = warp::path!("runs" / Uuid / "logfile")
+        .and(warp::get())
+        .and(with(state))
+        .then(logfile);
+    page.or(logfile)
+        .unify()
+        .map(warp::Reply::into_response)
+        .boxed()
 }
 
 async fn page(id: Uuid, state: AppState, q: EventsQuery) -> Result<Response, ApiError> {
     if q.stream == Some(true) {
-        return Err(ApiError::field("streaming_unavailable", "stream", "live streaming is not available yet; page with after_sequence"));
+        return Err(ApiError::field(
+            "streaming_unavailable",
+            "stream",
+            "live streaming is not available yet; page with after_sequence",
+        ));
     }
     let after = q.after_sequence.unwrap_or(0);
     if after < 0 {
-        return Err(ApiError::field("invalid_query", "after_sequence", "must be 0 or more"));
+        return Err(ApiError::field(
+            "invalid_query",
+            "after_sequence",
+            "must be 0 or more",
+        ));
     }
     let limit = q.limit.unwrap_or(100);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::field("invalid_query", "limit", format!("must be between 1 and {MAX_PAGE}")));
+        return Err(ApiError::field(
+            "invalid_query",
+            "limit",
+            format!("must be between 1 and {MAX_PAGE}"),
+        ));
     }
     super::find(&state, id).await?;
     let items = run_events_page(&state.db().await?, id, after, limit).await?;
     let next_after_sequence = items.last().map_or(after, |e| e.sequence);
-    Ok(json(StatusCode::OK, &EventsPage { items, next_after_sequence }))
+    Ok(json(
+        StatusCode::OK,
+        &EventsPage {
+            items,
+            next_after_sequence,
+        },
+    ))
 }
 
 /// Streams every event as NDJSON, a page at a time, so a long log never sits in memory.
@@ -62,7 +86,9 @@ async fn logfile(id: Uuid, state: AppState) -> Result<Response, ApiError> {
         let mut after = 0;
         loop {
             let page = match state.db().await {
-                Ok(db) => run_events_page(&db, id, after, MAX_PAGE).await.map_err(std::io::Error::other),
+                Ok(db) => run_events_page(&db, id, after, MAX_PAGE)
+                    .await
+                    .map_err(std::io::Error::other),
                 Err(e) => Err(std::io::Error::other(e.to_string())),
             };
             let page = match page {
@@ -83,9 +109,15 @@ async fn logfile(id: Uuid, state: AppState) -> Result<Response, ApiError> {
     let body = warp::reply::stream(tokio_stream::wrappers::ReceiverStream::new(rx));
     let mut res = warp::Reply::into_response(body);
     let headers = res.headers_mut();
-    headers.insert("content-type", "application/x-ndjson".parse().expect("valid header"));
+    headers.insert(
+        "content-type",
+        "application/x-ndjson".parse().expect("valid header"),
+    );
     let disposition = format!("attachment; filename=\"run-{id}-events.ndjson\"");
-    headers.insert("content-disposition", disposition.parse().expect("ids make valid headers"));
+    headers.insert(
+        "content-disposition",
+        disposition.parse().expect("ids make valid headers"),
+    );
     Ok(res)
 }
 

@@ -11,14 +11,17 @@ use crate::state::AppState;
 use resource::{COLUMNS, RunResource};
 use serde::Deserialize;
 use uuid::Uuid;
+use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
-use warp::Filter;
 
 /// Create, get, list, and the per-run sub-resources.
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let get = warp::path!("runs" / Uuid).and(warp::get()).and(with(state.clone())).then(get);
+    let get = warp::path!("runs" / Uuid)
+        .and(warp::get())
+        .and(with(state.clone()))
+        .then(get);
     let list = warp::path!("workspaces" / Uuid / "runs")
         .and(warp::get())
         .and(with(state.clone()))
@@ -62,10 +65,18 @@ struct ListQuery {
 
 async fn list(ws: Uuid, state: AppState, q: ListQuery) -> Result<Response, ApiError> {
     super::workspaces::find(&state, ws).await?;
-    let limit = PageQuery { limit: q.limit, cursor: q.cursor }.limit()?;
+    let limit = PageQuery {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .limit()?;
     if let Some(s) = &q.status {
         if !ade_common::runs::RUN_STATUSES.contains(&s.as_str()) {
-            return Err(ApiError::field("invalid_query", "status", format!("unknown status {s:?}")));
+            return Err(ApiError::field(
+                "invalid_query",
+                "status",
+                format!("unknown status {s:?}"),
+            ));
         }
     }
     let rows = state
@@ -79,7 +90,13 @@ async fn list(ws: Uuid, state: AppState, q: ListQuery) -> Result<Response, ApiEr
                    AND id < $4
                  ORDER BY id DESC LIMIT $5"
             ),
-            &[&ws, &q.status, &q.configuration_id, &q.cursor.unwrap_or(Uuid::max()), &(limit + 1)],
+            &[
+                &ws,
+                &q.status,
+                &q.configuration_id,
+                &q.cursor.unwrap_or(Uuid::max()),
+                &(limit + 1),
+            ],
         )
         .await?;
     let items = rows.iter().map(RunResource::from).collect();

@@ -7,10 +7,10 @@ use ade_common::storage::is_safe_file_name;
 use serde::Serialize;
 use std::path::Path;
 use uuid::Uuid;
+use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
-use warp::Filter;
 
 #[derive(Serialize)]
 struct OutputFile {
@@ -27,12 +27,18 @@ struct Outputs {
 
 /// List and download.
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let list = warp::path!("runs" / Uuid / "outputs").and(warp::get()).and(with(state.clone())).then(list);
+    let list = warp::path!("runs" / Uuid / "outputs")
+        .and(warp::get())
+        .and(with(state.clone()))
+        .then(list);
     let download = warp::path!("runs" / Uuid / "outputs" / String)
         .and(warp::get())
         .and(with(state))
         .then(download);
-    list.or(download).unify().map(warp::Reply::into_response).boxed()
+    list.or(download)
+        .unify()
+        .map(warp::Reply::into_response)
+        .boxed()
 }
 
 async fn list(id: Uuid, state: AppState) -> Result<Response, ApiError> {
@@ -41,7 +47,9 @@ async fn list(id: Uuid, state: AppState) -> Result<Response, ApiError> {
     let dir = state.data_dir.run_outputs(id);
     let mut entries = match tokio::fs::read_dir(&dir).await {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(json(StatusCode::OK, &Outputs { files })),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(json(StatusCode::OK, &Outputs { files }));
+        }
         Err(e) => return Err(e.into()),
     };
     while let Some(entry) = entries.next_entry().await? {
@@ -72,24 +80,49 @@ async fn download(id: Uuid, name: String, state: AppState) -> Result<Response, A
 }
 
 /// Streams a file as an attachment named `download_name`; 404 `output_not_found` if absent.
-pub async fn file_response(path: &Path, content_type: &str, download_name: &str) -> Result<Response, ApiError> {
+pub async fn file_response(
+    path: &Path,
+    content_type: &str,
+    download_name: &str,
+) -> Result<Response, ApiError> {
     let file = match tokio::fs::File::open(path).await {
         Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ApiError::NotFound("file")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ApiError::NotFound("file"));
+        }
         Err(e) => return Err(e.into()),
     };
     let len = file.metadata().await?.len();
     let body = warp::reply::stream(tokio_util::io::ReaderStream::new(file));
     let mut res = warp::Reply::into_response(body);
     let headers = res.headers_mut();
-    headers.insert("content-type", content_type.parse().unwrap_or_else(|_| "application/octet-stream".parse().expect("valid")));
+    headers.insert(
+        "content-type",
+        content_type
+            .parse()
+            .unwrap_or_else(|_| "application/octet-stream".parse().expect("valid")),
+    );
     headers.insert("content-length", len.into());
     let ascii: String = download_name
         .chars()
-        .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
-    let disposition = format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{}", encode_segment(download_name));
-    headers.insert("content-disposition", disposition.parse().expect("escaped names make valid headers"));
+    let disposition = format!(
+        "attachment; filename=\"{ascii}\"; filename*=UTF-8''{}",
+        encode_segment(download_name)
+    );
+    headers.insert(
+        "content-disposition",
+        disposition
+            .parse()
+            .expect("escaped names make valid headers"),
+    );
     Ok(res)
 }
 
@@ -108,7 +141,9 @@ fn content_type_for(name: &str) -> &'static str {
 fn encode_segment(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -65,11 +65,15 @@ impl From<&Row> for RunResource {
             attempt: row.get("attempt"),
             options: serde_json::from_value(row.get("options")).unwrap_or_default(),
             exit_code: row.get("exit_code"),
-            failure: row.get::<_, Option<serde_json::Value>>("failure").and_then(|f| serde_json::from_value(f).ok()),
+            failure: row
+                .get::<_, Option<serde_json::Value>>("failure")
+                .and_then(|f| serde_json::from_value(f).ok()),
             created_at: row.get("created_at"),
             started_at,
             completed_at,
-            duration_ms: started_at.zip(completed_at).map(|(s, c)| (c - s).whole_milliseconds() as i64),
+            duration_ms: started_at
+                .zip(completed_at)
+                .map(|(s, c)| (c - s).whole_milliseconds() as i64),
             worker_id: row.get("worker_id"),
             links: Links {
                 events: format!("{this}/events"),

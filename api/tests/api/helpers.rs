@@ -1,0 +1,508 @@
+//! `TestApp`: an isolated API (and workers) per test.
+//!
+//! Each test gets its own database, cloned from a template that is migrated
+//! once per migration set, its own `ADE_AMQP_PREFIX`, data folder and venv
+//! cache. `finish` stops everything, checks that nothing was left queued,
+//! running or alive, and removes the database and the broker objects.
+
+use ade_api::settings::ApiSettings;
+use ade_common::settings::CommonSettings;
+use ade_worker::settings::WorkerSettings;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// How long any wait in a test may take before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(120);
+
+fn admin_url(db: &str) -> String {
+    let base = std::env::var("ADE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    format!("{}/{db}", base.trim_end_matches('/'))
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// A running API (with optional workers) for one test.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The test's database URL.
+    pub db_url: String,
+    /// The test's AMQP prefix.
+    pub prefix: String,
+    /// The test's data folder.
+    pub data_dir: PathBuf,
+    db_name: String,
+    client: reqwest::Client,
+    api: (CancellationToken, JoinHandle<anyhow::Result<()>>),
+    workers: Vec<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+}
+
+/// How to start a `TestApp`.
+#[derive(Default)]
+pub struct Options {
+    /// Workers to start at once.
+    pub workers: usize,
+    /// `ADE_SAFE_MODE`.
+    pub safe_mode: bool,
+}
+
+impl TestApp {
+    /// An API with one worker.
+    pub async fn spawn() -> Self {
+        Self::with(Options {
+            workers: 1,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// An API configured by `options`.
+    pub async fn with(options: Options) -> Self {
+        let _ = tracing_subscriber_init();
+        let db_name = format!("ade_test_{}", Uuid::now_v7().simple());
+        create_from_template(&db_name).await;
+        let prefix = format!("test-{}", Uuid::now_v7().simple());
+        let data_dir = std::env::temp_dir().join("ade-tests").join(&prefix);
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let db_url = admin_url(&db_name);
+        let mut settings = ApiSettings::for_tests(CommonSettings::for_tests(
+            db_url.clone(),
+            prefix.clone(),
+            data_dir.clone(),
+        ));
+        settings.safe_mode = options.safe_mode;
+        let app = ade_api::Application::build(settings)
+            .await
+            .expect("the API starts");
+        let base = format!("http://{}", app.addr());
+        let token = CancellationToken::new();
+        let stop = token.clone();
+        let api = (
+            token,
+            tokio::spawn(app.run_until(async move { stop.cancelled().await })),
+        );
+        let mut this = Self {
+            base,
+            db_url,
+            prefix,
+            data_dir,
+            db_name,
+            client: reqwest::Client::new(),
+            api,
+            workers: vec![],
+        };
+        for n in 0..options.workers {
+            this.start_worker(&format!("worker-{n}"), None).await;
+        }
+        this
+    }
+
+    /// Settings for a worker of this app; `venvs` defaults to the app's own cache.
+    pub fn worker_settings(&self, name: &str, venvs: Option<PathBuf>) -> WorkerSettings {
+        let common = CommonSettings::for_tests(
+            self.db_url.clone(),
+            self.prefix.clone(),
+            self.data_dir.clone(),
+        );
+        let venvs = venvs.unwrap_or_else(|| self.data_dir.join("venvs"));
+        let mut settings = WorkerSettings::for_tests(common, venvs, repo_root().join("engine"));
+        settings.worker_id = Some(format!("{name}-{}", &self.prefix[5..13]));
+        settings
+    }
+
+    /// Starts a worker with the given id prefix.
+    pub async fn start_worker(&mut self, name: &str, venvs: Option<PathBuf>) {
+        self.start_worker_with(self.worker_settings(name, venvs))
+            .await;
+    }
+
+    /// Starts a worker with explicit settings.
+    pub async fn start_worker_with(&mut self, settings: WorkerSettings) {
+        let worker = ade_worker::Worker::build(settings)
+            .await
+            .expect("the worker starts");
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(worker.run(token.clone()));
+        self.workers.push((token, handle));
+    }
+
+    /// The URL of an API path (`/api/v1/...` or `/health/...`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// GET a path.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// POST JSON to a path.
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// POST raw bytes with a content type.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &'static [u8],
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A workspace named "test".
+    pub async fn create_workspace(&self) -> Value {
+        ok_json(
+            self.post_json("/api/v1/workspaces", &json!({"name": "test"}))
+                .await,
+            StatusCode::CREATED,
+        )
+        .await
+    }
+
+    /// A configuration from the starter template.
+    pub async fn create_template_configuration(&self, ws: &str) -> Value {
+        let body = json!({"name": "roster", "source": {"type": "template"}});
+        ok_json(
+            self.post_json(&format!("/api/v1/workspaces/{ws}/configurations"), &body)
+                .await,
+            StatusCode::CREATED,
+        )
+        .await
+    }
+
+    /// Uploads a configuration package (multipart `name` + `package`).
+    pub async fn upload_configuration(&self, ws: &str, archive: Vec<u8>) -> reqwest::Response {
+        let form = reqwest::multipart::Form::new()
+            .text("name", "uploaded")
+            .part(
+                "package",
+                reqwest::multipart::Part::bytes(archive).file_name("config.zip"),
+            );
+        self.client
+            .post(self.url(&format!("/api/v1/workspaces/{ws}/configurations")))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Uploads a document.
+    pub async fn upload_document_raw(
+        &self,
+        ws: &str,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> reqwest::Response {
+        let part = reqwest::multipart::Part::bytes(bytes)
+            .file_name(name.to_owned())
+            .mime_str("text/csv")
+            .unwrap();
+        let form = reqwest::multipart::Form::new().part("file", part);
+        self.client
+            .post(self.url(&format!("/api/v1/workspaces/{ws}/documents")))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Uploads a document and returns it.
+    pub async fn upload_document(&self, ws: &str, name: &str, bytes: Vec<u8>) -> Value {
+        ok_json(
+            self.upload_document_raw(ws, name, bytes).await,
+            StatusCode::CREATED,
+        )
+        .await
+    }
+
+    /// Uploads the sample members CSV.
+    pub async fn upload_sample(&self, ws: &str) -> Value {
+        let bytes = std::fs::read(repo_root().join("engine/samples/members.csv")).unwrap();
+        self.upload_document(ws, "members.csv", bytes).await
+    }
+
+    /// `POST /configs/{id}/runs`.
+    pub async fn create_run(&self, config: &str, body: &Value) -> reqwest::Response {
+        self.post_json(&format!("/api/v1/configs/{config}/runs"), body)
+            .await
+    }
+
+    /// A workspace, template configuration and sample document: `(config_id, document_id)`.
+    pub async fn sample_setup(&self) -> (String, String) {
+        let ws = self.create_workspace().await;
+        let ws = ws["id"].as_str().unwrap();
+        let config = self.create_template_configuration(ws).await;
+        let doc = self.upload_sample(ws).await;
+        (
+            config["id"].as_str().unwrap().to_owned(),
+            doc["id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Submits a run with these options and returns it (201).
+    pub async fn submit(&self, config: &str, options: Value) -> Value {
+        ok_json(
+            self.create_run(config, &json!({"options": options})).await,
+            StatusCode::CREATED,
+        )
+        .await
+    }
+
+    /// `GET /runs/{id}`.
+    pub async fn run(&self, id: &str) -> Value {
+        ok_json(
+            self.get(&format!("/api/v1/runs/{id}")).await,
+            StatusCode::OK,
+        )
+        .await
+    }
+
+    /// Polls the run until it is terminal.
+    pub async fn wait_for_run(&self, id: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let run = self.run(id).await;
+            if matches!(
+                run["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            ) {
+                return run;
+            }
+            assert!(start.elapsed() < DEADLINE, "run {id} did not finish: {run}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every event of a run, paging through `/events`.
+    pub async fn all_events(&self, id: &str) -> Vec<Value> {
+        let mut events = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = ok_json(
+                self.get(&format!(
+                    "/api/v1/runs/{id}/events?after_sequence={after}&limit=7"
+                ))
+                .await,
+                StatusCode::OK,
+            )
+            .await;
+            let items = page["items"].as_array().unwrap().clone();
+            if items.is_empty() {
+                return events;
+            }
+            after = page["next_after_sequence"].as_i64().unwrap();
+            events.extend(items);
+        }
+    }
+
+    /// Stops everything and checks that nothing was left behind.
+    pub async fn finish(self) {
+        for (token, handle) in self.workers {
+            token.cancel();
+            handle.await.unwrap().unwrap();
+        }
+        self.api.0.cancel();
+        self.api.1.await.unwrap().unwrap();
+        let db = ade_common::db::connect(&self.db_url).await.unwrap();
+        let open: i64 = db
+            .query_one("SELECT count(*) FROM runs WHERE status IN ('queued', 'waiting_for_build', 'running')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(open, 0, "runs were left queued or running");
+        drop(db);
+        let data = self.data_dir.to_string_lossy().into_owned();
+        assert!(
+            processes_mentioning(&data).is_empty(),
+            "engine processes were left running"
+        );
+        drop_database(&self.db_name).await;
+        delete_broker_objects(&self.prefix).await;
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// Asserts the status and returns the JSON body.
+pub async fn ok_json(res: reqwest::Response, status: StatusCode) -> Value {
+    let got = res.status();
+    let body = res.text().await.unwrap();
+    assert_eq!(got, status, "unexpected status; body: {body}");
+    serde_json::from_str(&body).unwrap_or(Value::Null)
+}
+
+/// Asserts a problem+json error with this status and code.
+pub async fn assert_problem(res: reqwest::Response, status: StatusCode, code: &str) -> Value {
+    let content_type = res
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = ok_json(res, status).await;
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status.as_u16());
+    body
+}
+
+/// Processes whose command line mentions `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(needle) {
+                found.push(cmdline);
+            }
+        }
+    }
+    found
+}
+
+fn tracing_subscriber_init() {
+    if std::env::var("TEST_LOG").is_ok() {
+        ade_common::telemetry::init(ade_common::telemetry::LogFormat::Text);
+    }
+}
+
+/// Name of the template database for the current migrations.
+fn template_name() -> String {
+    let dir = repo_root().join("migrations");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    let mut all = Vec::new();
+    for f in files {
+        all.extend(f.file_name().unwrap().as_encoded_bytes());
+        all.extend(std::fs::read(f).unwrap());
+    }
+    format!(
+        "ade_test_template_{}",
+        &ade_common::ids::Digest::sha256(&all).hex()[..16]
+    )
+}
+
+/// Creates `name` from the migrated template, creating the template first if needed.
+/// Both happen under an advisory lock shared by every test process.
+async fn create_from_template(name: &str) {
+    let admin = ade_common::db::connect(&admin_url("postgres"))
+        .await
+        .unwrap();
+    admin
+        .execute("SELECT pg_advisory_lock(4242)", &[])
+        .await
+        .unwrap();
+    let template = template_name();
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&template])
+        .await
+        .unwrap()
+        .is_some();
+    if !exists {
+        let building = format!("{template}_tmp");
+        admin
+            .execute(
+                &format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"),
+                &[],
+            )
+            .await
+            .unwrap();
+        admin
+            .execute(&format!("CREATE DATABASE {building}"), &[])
+            .await
+            .unwrap();
+        ade_common::db::migrate(&admin_url(&building))
+            .await
+            .unwrap();
+        // Renaming last means a half-migrated template is never used.
+        let rename = format!("ALTER DATABASE {building} RENAME TO {template}");
+        retry_in_use(|| admin.execute(rename.as_str(), &[])).await;
+    }
+    let create = format!("CREATE DATABASE {name} TEMPLATE {template}");
+    retry_in_use(|| admin.execute(create.as_str(), &[])).await;
+    admin
+        .execute("SELECT pg_advisory_unlock(4242)", &[])
+        .await
+        .unwrap();
+}
+
+/// Retries while PostgreSQL reports the source database still in use (a
+/// just-closed session can linger for a moment).
+async fn retry_in_use<F, Fut>(mut op: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<u64, tokio_postgres::Error>>,
+{
+    for _ in 0..100 {
+        match op().await {
+            Ok(_) => return,
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("the template database stayed in use");
+}
+
+async fn drop_database(name: &str) {
+    let admin = ade_common::db::connect(&admin_url("postgres"))
+        .await
+        .unwrap();
+    admin
+        .execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[])
+        .await
+        .unwrap();
+}
+
+async fn delete_broker_objects(prefix: &str) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let url = std::env::var("ADE_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let conn = ade_common::amqp::connect(&url, "test-cleanup")
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    for queue in ["runs", "builds", "dead"] {
+        let _ = channel
+            .queue_delete(
+                format!("{prefix}.{queue}").as_str().into(),
+                QueueDeleteOptions::default(),
+            )
+            .await;
+    }
+    for exchange in ["jobs", "events", "control", "dead"] {
+        let _ = channel
+            .exchange_delete(
+                format!("{prefix}.{exchange}").as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await;
+    }
+    let _ = conn.close(200, "done".into()).await;
+}

@@ -1,0 +1,10 @@
+//! Black-box tests of the API and workers against real PostgreSQL and
+//! RabbitMQ. One binary (faster to link); one module per area.
+
+mod helpers;
+
+mod configurations;
+mod documents;
+mod runs;
+mod workers;
+mod workspaces;
