@@ -43,6 +43,8 @@ CREATE TABLE builds (
     engine_version    text NOT NULL,
     python_version    text NOT NULL,
     packages          jsonb,
+    builder_id        text,
+    dispatched_at     timestamptz,
     exit_code         integer,
     error_message     text,
     next_event_seq    bigint NOT NULL DEFAULT 0,

@@ -47,11 +47,16 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", settings.api_addr))?;
         let pool = ade_common::db::pool(&settings.common.database_url, 16)?;
+        let engine_dir =
+            std::path::absolute(&settings.common.engine_dir).context("resolving ADE_ENGINE_DIR")?;
+        let identity =
+            ade_common::identity::Identity::detect(&engine_dir, &settings.common.python).await?;
         let topology = Topology::new(settings.common.amqp_prefix.clone());
         let publisher = Publisher::new(settings.common.amqp_url.clone(), "ade-api", topology);
         let state = AppState(Arc::new(state::Inner {
             pool,
             publisher,
+            identity,
             data_dir: DataDir::new(&settings.common.data_dir),
             settings,
         }));

@@ -15,6 +15,8 @@ pub struct Inner {
     pub pool: deadpool_postgres::Pool,
     /// Publishes run jobs.
     pub publisher: Publisher,
+    /// The engine and Python that builds are fingerprinted with (same as the workers').
+    pub identity: ade_common::identity::Identity,
     /// Shared storage.
     pub data_dir: DataDir,
     /// The API's settings.

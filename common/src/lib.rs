@@ -2,8 +2,10 @@
 //!
 //! - [`settings`]: connection settings common to both binaries.
 //! - [`ids`]: the UUIDv7 identifiers and their newtypes.
+//! - [`identity`]: engine and Python identity, build fingerprints.
 //! - [`db`]: the PostgreSQL pool and migrations (under an advisory lock).
 //! - [`amqp`]: RabbitMQ topology, connection and confirmed publishing.
+//! - [`builds`]: finding or creating the build a configuration needs.
 //! - [`events`]: the event envelope and gapless, transactional appends.
 //! - [`runs`]: run options, statuses and failures.
 //! - [`storage`]: where documents and outputs live under `ADE_DATA_DIR`.
@@ -11,8 +13,10 @@
 //! - [`time_fmt`]: the one timestamp format used on the wire.
 
 pub mod amqp;
+pub mod builds;
 pub mod db;
 pub mod events;
+pub mod identity;
 pub mod ids;
 pub mod runs;
 pub mod settings;

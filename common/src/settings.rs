@@ -27,6 +27,12 @@ pub struct CommonSettings {
     /// Shared storage for documents, config packages and run outputs.
     #[arg(long, env = "ADE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Source folder of the `ade-engine` package (its version is part of build fingerprints).
+    #[arg(long, env = "ADE_ENGINE_DIR", default_value = "./engine")]
+    pub engine_dir: PathBuf,
+    /// Interpreter venvs are made from (its identity is part of build fingerprints).
+    #[arg(long, env = "ADE_PYTHON", default_value = "python3")]
+    pub python: String,
     /// Attempts after worker loss before a run fails.
     #[arg(long, env = "ADE_MAX_ATTEMPTS", default_value_t = 3)]
     pub max_attempts: u32,
@@ -44,6 +50,8 @@ impl CommonSettings {
                 .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
             amqp_prefix,
             data_dir,
+            engine_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../engine"),
+            python: "python3".into(),
             max_attempts: 3,
             log_format: crate::telemetry::LogFormat::Text,
         }

@@ -6,7 +6,7 @@
 //! ade_engine run …` with a scrubbed environment and its events on fd 3.
 
 use crate::Context;
-use crate::events::RunEvents;
+use crate::events::EventSink;
 use crate::process::{self, Channel, Guard, ProcessError};
 use crate::runs::{Claim, Completion};
 use ade_common::events::{NewEvent, Source};
@@ -33,7 +33,7 @@ const KNOWN_EXTENSIONS: &[&str] = &["csv", "tsv", "txt", "xlsx", "xls"];
 pub async fn execute(
     ctx: &Context,
     claim: &Claim,
-    events: &RunEvents,
+    events: &EventSink,
     stop: CancellationToken,
 ) -> Completion {
     let ready = match crate::builds::prepare(ctx, claim, events, stop.clone()).await {
@@ -118,7 +118,7 @@ async fn run_engine(
     claim: &Claim,
     python: &Path,
     inputs: &[PathBuf],
-    events: &RunEvents,
+    events: &EventSink,
     stop: CancellationToken,
 ) -> Completion {
     let outputs = ctx.data_dir.run_outputs(claim.run_id);
@@ -211,7 +211,7 @@ async fn run_engine(
 }
 
 /// Wraps one engine line in the envelope, or reports why it could not.
-async fn engine_event(events: &RunEvents, totals: &Totals, line: &str) {
+async fn engine_event(events: &EventSink, totals: &Totals, line: &str) {
     let parsed: Option<(String, Value)> = serde_json::from_str::<Value>(line).ok().and_then(|v| {
         let kind = v.get("type")?.as_str()?.to_owned();
         let payload = v.get("payload").cloned().unwrap_or(json!({}));

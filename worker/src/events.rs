@@ -1,4 +1,5 @@
-//! A run's event sink: batches events into one transaction per batch.
+//! Event sinks: a run's (or a build's) events, batched into one transaction
+//! per batch.
 //!
 //! Producers (the engine's output readers, the venv builder, the run itself)
 //! send into a bounded channel, so a slow database slows the engine down
@@ -6,7 +7,7 @@
 //! batches and appends each batch with [`append_run_events`]; a failed write
 //! is retried, never dropped.
 
-use ade_common::events::{NewEvent, Source, append_run_events};
+use ade_common::events::{NewEvent, Source, append_build_events, append_run_events};
 use deadpool_postgres::Pool;
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,18 +21,32 @@ const MAX_BATCH: usize = 500;
 /// Console lines kept per run; beyond it lines are counted, not stored.
 pub const MAX_CONSOLE_LINES: u64 = 100_000;
 
-/// Sends a run's events to its writer task.
-pub struct RunEvents {
+/// Which stream a sink writes.
+#[derive(Debug, Clone, Copy)]
+pub enum Stream {
+    /// A run's stream.
+    Run(Uuid),
+    /// A build's own stream.
+    Build(Uuid),
+}
+
+/// Sends a stream's events to its writer task.
+pub struct EventSink {
     tx: mpsc::Sender<NewEvent>,
     writer: JoinHandle<()>,
     console_lines: AtomicU64,
 }
 
-impl RunEvents {
-    /// Starts the writer task for `run_id`.
+impl EventSink {
+    /// Starts the writer task for a run's stream.
     pub fn start(pool: Pool, run_id: Uuid) -> Self {
+        Self::for_stream(pool, Stream::Run(run_id))
+    }
+
+    /// Starts the writer task for `stream`.
+    pub fn for_stream(pool: Pool, stream: Stream) -> Self {
         let (tx, rx) = mpsc::channel(2 * MAX_BATCH);
-        let writer = tokio::spawn(write_loop(pool, run_id, rx));
+        let writer = tokio::spawn(write_loop(pool, stream, rx));
         Self {
             tx,
             writer,
@@ -87,12 +102,12 @@ impl RunEvents {
     }
 }
 
-async fn write_loop(pool: Pool, run_id: Uuid, mut rx: mpsc::Receiver<NewEvent>) {
+async fn write_loop(pool: Pool, stream: Stream, mut rx: mpsc::Receiver<NewEvent>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut delay = Duration::from_millis(100);
-        while let Err(e) = write_batch(&pool, run_id, &batch).await {
-            tracing::warn!(run.id = %run_id, error = %e, "writing events failed; retrying");
+        while let Err(e) = write_batch(&pool, stream, &batch).await {
+            tracing::warn!(?stream, error = %e, "writing events failed; retrying");
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));
         }
@@ -100,10 +115,13 @@ async fn write_loop(pool: Pool, run_id: Uuid, mut rx: mpsc::Receiver<NewEvent>) 
     }
 }
 
-async fn write_batch(pool: &Pool, run_id: Uuid, batch: &[NewEvent]) -> anyhow::Result<()> {
+async fn write_batch(pool: &Pool, stream: Stream, batch: &[NewEvent]) -> anyhow::Result<()> {
     let mut db = pool.get().await?;
     let tx = db.transaction().await?;
-    append_run_events(&tx, run_id, batch).await?;
+    match stream {
+        Stream::Run(id) => append_run_events(&tx, id, batch).await?,
+        Stream::Build(id) => append_build_events(&tx, id, batch).await?,
+    };
     tx.commit().await?;
     Ok(())
 }

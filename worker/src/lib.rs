@@ -8,7 +8,6 @@
 //! - [`engine`]: inputs, the engine subprocess, and its events.
 //! - [`process`]: guarded subprocesses (process group, deadline, cancel).
 //! - [`events`]: batched, gapless event writes for one run.
-//! - [`identity`]: engine and Python identity, build fingerprints.
 //!
 //! [`Worker::build`] prepares everything; [`Worker::run`] consumes until its
 //! cancellation token fires, then lets in-flight runs finish.
@@ -16,7 +15,6 @@
 pub mod builds;
 pub mod engine;
 pub mod events;
-pub mod identity;
 pub mod process;
 pub mod queue;
 pub mod runs;
@@ -47,7 +45,7 @@ pub struct Context {
     /// The venv cache of this host.
     pub venvs: Arc<venv::VenvCache>,
     /// Engine and Python identity.
-    pub identity: Arc<identity::Identity>,
+    pub identity: Arc<ade_common::identity::Identity>,
     /// Shared storage.
     pub data_dir: DataDir,
 }
@@ -62,8 +60,9 @@ impl Worker {
     /// Detects the engine and Python, prepares the cache and the pool.
     pub async fn build(settings: WorkerSettings) -> anyhow::Result<Self> {
         let engine_dir =
-            std::path::absolute(&settings.engine_dir).context("resolving ADE_ENGINE_DIR")?;
-        let identity = identity::Identity::detect(&engine_dir, &settings.python).await?;
+            std::path::absolute(&settings.common.engine_dir).context("resolving ADE_ENGINE_DIR")?;
+        let identity =
+            ade_common::identity::Identity::detect(&engine_dir, &settings.common.python).await?;
         let root = std::path::absolute(&settings.venvs_dir).context("resolving ADE_VENVS_DIR")?;
         tokio::fs::create_dir_all(&root)
             .await
@@ -78,9 +77,11 @@ impl Worker {
             venvs: Arc::new(venv::VenvCache {
                 root,
                 uv: settings.uv.clone(),
-                python: settings.python.clone(),
+                python: settings.common.python.clone(),
                 engine_dir,
                 timeout: Duration::from_secs(settings.build_timeout_seconds),
+                engine_version: identity.engine_version.clone(),
+                engine_wheel: Default::default(),
             }),
             identity: Arc::new(identity),
             data_dir: DataDir::new(&settings.common.data_dir),

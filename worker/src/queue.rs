@@ -9,6 +9,7 @@
 //! run already claimed or finished.
 
 use crate::Context;
+use crate::builds;
 use crate::runs::{self, Outcome};
 use ade_common::amqp::{self, JobKind, JobMessage, Topology};
 use futures_util::StreamExt as _;
@@ -63,39 +64,62 @@ impl Consumer {
         backoff: &mut Duration,
     ) -> anyhow::Result<()> {
         let conn = amqp::connect(&self.url, &self.ctx.worker_id).await?;
+        let (runs_channel, mut runs) = self
+            .subscribe(&conn, &self.topology.runs_queue(), self.prefetch)
+            .await?;
+        // Builds without a run are rare; one at a time keeps run slots free.
+        let (builds_channel, mut builds) = self
+            .subscribe(&conn, &self.topology.builds_queue(), 1)
+            .await?;
+        *backoff = Duration::from_millis(100);
+        tracing::info!(queue = %self.topology.runs_queue(), prefetch = self.prefetch, "consuming");
+        loop {
+            let delivery = tokio::select! {
+                _ = shutdown.cancelled() => {
+                    for (channel, consumer) in [(&runs_channel, &runs), (&builds_channel, &builds)] {
+                        let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+                    }
+                    // Keep the channels open while draining: in-flight jobs ack on them.
+                    self.drain(tasks).await;
+                    let _ = conn.close(200, "worker stopping".into()).await;
+                    return Ok(());
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+                delivery = runs.next() => delivery,
+                delivery = builds.next() => delivery,
+            };
+            match delivery {
+                Some(Ok(delivery)) => {
+                    tasks.spawn(handle(self.ctx.clone(), delivery));
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => anyhow::bail!("the broker closed a consumer"),
+            }
+        }
+    }
+
+    /// A channel with `prefetch` consuming `queue`.
+    async fn subscribe(
+        &self,
+        conn: &lapin::Connection,
+        queue: &str,
+        prefetch: u16,
+    ) -> anyhow::Result<(lapin::Channel, lapin::Consumer)> {
         let channel = conn.create_channel().await?;
         amqp::declare(&channel, &self.topology).await?;
         channel
-            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .basic_qos(prefetch, BasicQosOptions::default())
             .await?;
         let tag = format!("{}-{}", self.ctx.worker_id, uuid::Uuid::now_v7().simple());
-        let mut deliveries = channel
+        let consumer = channel
             .basic_consume(
-                self.topology.runs_queue().as_str().into(),
+                queue.into(),
                 tag.as_str().into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await?;
-        *backoff = Duration::from_millis(100);
-        tracing::info!(queue = %self.topology.runs_queue(), prefetch = self.prefetch, "consuming");
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => {
-                    let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
-                    // Keep the channel open while draining: in-flight runs ack on it.
-                    self.drain(tasks).await;
-                    let _ = conn.close(200, "worker stopping".into()).await;
-                    return Ok(());
-                }
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                delivery = deliveries.next() => match delivery {
-                    Some(Ok(delivery)) => { tasks.spawn(handle(self.ctx.clone(), delivery)); }
-                    Some(Err(e)) => return Err(e.into()),
-                    None => anyhow::bail!("the broker closed the consumer"),
-                },
-            }
-        }
+        Ok((channel, consumer))
     }
 
     /// Waits for in-flight runs, at most the drain period.
@@ -117,34 +141,36 @@ impl Consumer {
 
 /// Runs one delivery and settles it with the broker.
 async fn handle(ctx: Context, delivery: Delivery) {
-    let job = serde_json::from_slice::<JobMessage>(&delivery.data);
-    let run_id = match job {
-        Ok(JobMessage {
-            kind: JobKind::Run,
-            id,
-        }) => id,
-        other => {
-            tracing::warn!(job = ?other.ok(), body_bytes = delivery.data.len(), "poison message; dead-lettering it");
-            let _ = delivery
-                .nack(BasicNackOptions {
-                    requeue: false,
-                    ..Default::default()
-                })
-                .await;
-            return;
-        }
+    let Ok(job) = serde_json::from_slice::<JobMessage>(&delivery.data) else {
+        tracing::warn!(
+            body_bytes = delivery.data.len(),
+            "poison message; dead-lettering it"
+        );
+        let _ = delivery
+            .nack(BasicNackOptions {
+                requeue: false,
+                ..Default::default()
+            })
+            .await;
+        return;
     };
-    match runs::process_one(&ctx, run_id).await {
-        Ok(outcome) => {
-            if outcome == Outcome::NotClaimed {
-                tracing::debug!(run.id = %run_id, "nothing to claim");
+    let result = match job.kind {
+        JobKind::Run => runs::process_one(&ctx, job.id)
+            .await
+            .map(|o| o == Outcome::Completed),
+        JobKind::Build => builds::process_build(&ctx, job.id).await,
+    };
+    match result {
+        Ok(done) => {
+            if !done {
+                tracing::debug!(job = ?job.kind, id = %job.id, "nothing to claim");
             }
             if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-                tracing::warn!(run.id = %run_id, error = %e, "ack failed; the message will come back and find the run done");
+                tracing::warn!(id = %job.id, error = %e, "ack failed; the message will come back and find the job done");
             }
         }
         Err(e) => {
-            tracing::warn!(run.id = %run_id, error = %e, "run could not be processed; requeueing");
+            tracing::warn!(job = ?job.kind, id = %job.id, error = %e, "job could not be processed; requeueing");
             tokio::time::sleep(Duration::from_secs(1)).await;
             let _ = delivery
                 .nack(BasicNackOptions {

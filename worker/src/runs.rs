@@ -8,7 +8,7 @@
 //! and attempt, and only then is the message acknowledged (by the caller).
 
 use crate::Context;
-use crate::events::RunEvents;
+use crate::events::EventSink;
 use ade_common::events::{NewEvent, Source, append_run_events};
 use ade_common::runs::{Failure, RunOptions};
 use serde_json::{Value, json};
@@ -79,7 +79,7 @@ pub async fn process_one(ctx: &Context, run_id: Uuid) -> anyhow::Result<Outcome>
     tracing::info!(parent: &span, "claimed");
     let stop = CancellationToken::new();
     let lease = tokio::spawn(renew_lease(ctx.clone(), claim.clone(), stop.clone()));
-    let events = Arc::new(RunEvents::start(ctx.pool.clone(), run_id));
+    let events = Arc::new(EventSink::start(ctx.pool.clone(), run_id));
     // On its own task, so a panic becomes a failed run rather than a dead worker.
     let job = tokio::spawn({
         let (ctx, claim, events, stop) = (ctx.clone(), claim.clone(), events.clone(), stop.clone());
@@ -109,8 +109,10 @@ async fn claim(ctx: &Context, run_id: Uuid) -> anyhow::Result<Option<Claim>> {
     let db = ctx.pool.get().await?;
     let row = db
         .query_opt(
-            "UPDATE runs SET status = 'running', worker_id = $2, started_at = now(),
-                 lease_expires_at = now() + make_interval(secs => $3)
+            "UPDATE runs SET worker_id = $2, started_at = now(),
+                 lease_expires_at = now() + make_interval(secs => $3),
+                 status = CASE WHEN (SELECT status FROM builds b WHERE b.id = runs.build_id) = 'ready'
+                               THEN 'running' ELSE 'waiting_for_build' END
              WHERE id = $1 AND status = 'queued' AND cancel_requested_at IS NULL
              RETURNING workspace_id, configuration_id, attempt, options",
             &[&run_id, &ctx.worker_id, &ctx.lease.as_secs_f64()],
@@ -135,7 +137,8 @@ async fn renew_lease(ctx: Context, claim: Claim, stop: CancellationToken) {
             let n = db
                 .execute(
                     "UPDATE runs SET lease_expires_at = now() + make_interval(secs => $4)
-                     WHERE id = $1 AND worker_id = $2 AND attempt = $3 AND status = 'running'",
+                     WHERE id = $1 AND worker_id = $2 AND attempt = $3
+                       AND status IN ('running', 'waiting_for_build')",
                     &[
                         &claim.run_id,
                         &ctx.worker_id,

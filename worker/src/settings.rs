@@ -20,15 +20,9 @@ pub struct WorkerSettings {
     /// Host-local cache of build venvs.
     #[arg(long, env = "ADE_VENVS_DIR", default_value = "./data/venvs")]
     pub venvs_dir: PathBuf,
-    /// Interpreter used to create venvs.
-    #[arg(long, env = "ADE_PYTHON", default_value = "python3")]
-    pub python: String,
     /// The `uv` executable that builds venvs.
     #[arg(long, env = "ADE_UV", default_value = "uv")]
     pub uv: String,
-    /// Source folder of the `ade-engine` package installed into every venv.
-    #[arg(long, env = "ADE_ENGINE_DIR", default_value = "./engine")]
-    pub engine_dir: PathBuf,
     /// Longest a run's engine may work, in seconds.
     #[arg(long, env = "ADE_RUN_TIMEOUT_SECONDS", default_value_t = 900)]
     pub run_timeout_seconds: u64,
@@ -48,15 +42,13 @@ pub struct WorkerSettings {
 
 impl WorkerSettings {
     /// Defaults around the given shared settings and folders.
-    pub fn for_tests(common: CommonSettings, venvs_dir: PathBuf, engine_dir: PathBuf) -> Self {
+    pub fn for_tests(common: CommonSettings, venvs_dir: PathBuf) -> Self {
         Self {
             common,
             worker_id: None,
             concurrency: Some(2),
             venvs_dir,
-            python: "python3".into(),
             uv: "uv".into(),
-            engine_dir,
             run_timeout_seconds: 900,
             build_timeout_seconds: 600,
             lease_seconds: 30,

@@ -48,6 +48,11 @@ pub struct BuildSpec {
     pub marker: Marker,
     /// The canonical package archive (tar.gz) from the database.
     pub package: Vec<u8>,
+    /// Shared folder holding the build's configuration wheel, once built.
+    pub wheel_dir: PathBuf,
+    /// Exact versions recorded by the first build (`name==version`), to
+    /// reproduce its dependencies on every host.
+    pub constraints: Vec<String>,
 }
 
 /// The phases reported as `build.phase.started`.
@@ -99,6 +104,10 @@ pub struct VenvCache {
     pub engine_dir: PathBuf,
     /// Longest a build may take.
     pub timeout: Duration,
+    /// The engine version the wheel is built for (names its cache folder).
+    pub engine_version: String,
+    /// The engine wheel, built once per host and engine version.
+    pub engine_wheel: tokio::sync::OnceCell<PathBuf>,
 }
 
 /// A usable venv.
@@ -185,9 +194,8 @@ impl VenvCache {
         F: FnMut(Progress) -> Fut,
         Fut: Future<Output = ()>,
     {
-        let deadline = Instant::now() + self.timeout;
         let step = Step {
-            deadline,
+            deadline: Instant::now() + self.timeout,
             cancel: &cancel,
         };
         let python = tmp.join("bin/python");
@@ -199,22 +207,33 @@ impl VenvCache {
         )
         .await?;
         progress(Progress::Phase(Phase::InstallEngine)).await;
+        let engine = self.engine_wheel(&step, progress).await?;
         step.run(
             self.uv_cmd(&["pip", "install", "--quiet", "--python"])
                 .arg(&python)
-                .arg(&self.engine_dir),
+                .arg(engine),
             progress,
         )
         .await?;
         progress(Progress::Phase(Phase::InstallConfig)).await;
-        unpack(&spec.package, src).await?;
-        step.run(
-            self.uv_cmd(&["pip", "install", "--quiet", "--python"])
-                .arg(&python)
-                .arg(src),
-            progress,
-        )
-        .await?;
+        let wheel = self.config_wheel(&spec, src, &step, progress).await?;
+        let mut install = self.uv_cmd(&["pip", "install", "--quiet", "--python"]);
+        install.arg(&python).arg(&wheel);
+        let pins: Vec<&String> = spec
+            .constraints
+            .iter()
+            .filter(|l| l.contains("=="))
+            .collect();
+        if !pins.is_empty() {
+            let file = src.with_extension("constraints.txt");
+            tokio::fs::write(
+                &file,
+                pins.iter().map(|l| format!("{l}\n")).collect::<String>(),
+            )
+            .await?;
+            install.arg("--constraint").arg(&file);
+        }
+        step.run(&mut install, progress).await?;
         progress(Progress::Phase(Phase::VerifyImports)).await;
         step.run(
             scrubbed(&python).args(["-c", "import ade_engine, ade_config"]),
@@ -229,6 +248,91 @@ impl VenvCache {
             .await
             .context("writing the marker")?;
         Ok(spec.marker)
+    }
+
+    /// The engine wheel, built from `ADE_ENGINE_DIR` on first use.
+    async fn engine_wheel<F, Fut>(
+        &self,
+        step: &Step<'_>,
+        progress: &mut F,
+    ) -> anyhow::Result<PathBuf>
+    where
+        F: FnMut(Progress) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        if let Some(wheel) = self.engine_wheel.get() {
+            return Ok(wheel.clone());
+        }
+        let dir = self.root.join(".engine").join(&self.engine_version);
+        if only_wheel(&dir).await?.is_none() {
+            let out = self
+                .root
+                .join(".engine")
+                .join(format!(".tmp-{}", Uuid::now_v7().simple()));
+            step.run(
+                self.uv_cmd(&["build", "--wheel", "--quiet", "--out-dir"])
+                    .arg(&out)
+                    .arg(&self.engine_dir),
+                progress,
+            )
+            .await?;
+            // Another process may have won the race; its wheel is the same.
+            if tokio::fs::rename(&out, &dir).await.is_err() {
+                let _ = tokio::fs::remove_dir_all(&out).await;
+            }
+        }
+        let wheel = only_wheel(&dir)
+            .await?
+            .context("uv build made no engine wheel")?;
+        Ok(self
+            .engine_wheel
+            .get_or_init(|| async { wheel })
+            .await
+            .clone())
+    }
+
+    /// The configuration wheel: the shared copy if a build made it already,
+    /// otherwise built from the stored package and shared for other hosts.
+    async fn config_wheel<F, Fut>(
+        &self,
+        spec: &BuildSpec,
+        src: &Path,
+        step: &Step<'_>,
+        progress: &mut F,
+    ) -> anyhow::Result<PathBuf>
+    where
+        F: FnMut(Progress) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        if let Some(wheel) = only_wheel(&spec.wheel_dir).await? {
+            return Ok(wheel);
+        }
+        unpack(&spec.package, src).await?;
+        let out = src.with_extension("wheel");
+        step.run(
+            self.uv_cmd(&["build", "--wheel", "--quiet", "--out-dir"])
+                .arg(&out)
+                .arg(src),
+            progress,
+        )
+        .await?;
+        only_wheel(&out)
+            .await?
+            .context("uv build made no configuration wheel")?;
+        // Publish to shared storage with a rename; a concurrent builder's copy is equally good.
+        let parent = spec
+            .wheel_dir
+            .parent()
+            .context("the wheel folder has a parent")?;
+        tokio::fs::create_dir_all(parent).await?;
+        let staged = parent.join(format!(".wheels-{}", Uuid::now_v7().simple()));
+        tokio::fs::rename(&out, &staged).await?;
+        if tokio::fs::rename(&staged, &spec.wheel_dir).await.is_err() {
+            let _ = tokio::fs::remove_dir_all(&staged).await;
+        }
+        only_wheel(&spec.wheel_dir)
+            .await?
+            .context("the shared configuration wheel vanished")
     }
 
     fn uv_cmd(&self, args: &[&str]) -> Command {
@@ -341,6 +445,21 @@ pub fn scrubbed(program: &Path) -> Command {
         cmd.env("HOME", home);
     }
     cmd
+}
+
+/// The single `.whl` in `dir`, if the folder exists.
+async fn only_wheel(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let mut entries = match tokio::fs::read_dir(dir).await {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    while let Some(entry) = entries.next_entry().await? {
+        if entry.file_name().to_string_lossy().ends_with(".whl") {
+            return Ok(Some(entry.path()));
+        }
+    }
+    Ok(None)
 }
 
 async fn valid_marker(venv: &Path, build_id: Uuid) -> Option<Marker> {

@@ -5,6 +5,7 @@
 //! the ones that escape (unknown path, bad method, oversized body) into
 //! problem+json.
 
+pub mod builds;
 pub mod configurations;
 pub mod documents;
 pub mod health;
@@ -34,6 +35,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(documents::routes(state.clone()))
         .unify()
         .or(runs::routes(state.clone()))
+        .unify()
+        .or(builds::routes(state.clone()))
         .unify()
         .or(openapi())
         .unify();

@@ -116,7 +116,7 @@ impl TestApp {
             self.data_dir.clone(),
         );
         let venvs = venvs.unwrap_or_else(|| self.data_dir.join("venvs"));
-        let mut settings = WorkerSettings::for_tests(common, venvs, repo_root().join("engine"));
+        let mut settings = WorkerSettings::for_tests(common, venvs);
         settings.worker_id = Some(format!("{name}-{}", &self.prefix[5..13]));
         settings
     }

@@ -9,7 +9,8 @@ use super::resource::{COLUMNS, RunResource};
 use crate::error::{ApiError, FieldError};
 use crate::routes::{created, json, json_body, parse_json, with};
 use crate::state::AppState;
-use ade_common::events::{NewEvent, Source, append_run_events};
+use ade_common::builds::{Reason, Resolved, Target, resolve};
+use ade_common::events::{NewEvent, Source, append_run_events, build_events_page};
 use ade_common::ids::Digest;
 use ade_common::runs::RunOptions;
 use bytes::Bytes;
@@ -66,29 +67,34 @@ async fn create(
     let digest = Digest::sha256(&serde_json::to_vec(&req.options).expect("options serialize"));
     let mut db = state.db().await?;
     let tx = db.transaction().await?;
-    let workspace_id = check_preconditions(&tx, &state, config_id, &req.options).await?;
     if let Some(key) = &key {
         if let Some(existing) = find_by_key(&tx, config_id, key, &digest).await? {
             return Ok(json(StatusCode::OK, &existing));
         }
     }
+    let target = check_preconditions(&tx, &state, config_id, &req.options).await?;
+    let build = choose_build(&tx, &state, &target, req.options.force_rebuild).await?;
     let run_id = ade_common::ids::new_id();
     let options = serde_json::to_value(&req.options).expect("options serialize");
     let row = tx
         .query_one(
             &format!(
-                "INSERT INTO runs (id, workspace_id, configuration_id, status, options, idempotency_key, request_digest)
-                 VALUES ($1, $2, $3, 'queued', $4, $5, $6) RETURNING {COLUMNS}"
+                "INSERT INTO runs (id, workspace_id, configuration_id, build_id, status, options, idempotency_key, request_digest)
+                 VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7) RETURNING {COLUMNS}"
             ),
-            &[&run_id, &workspace_id, &config_id, &options, &key, &digest.as_str()],
+            &[&run_id, &target.workspace_id, &config_id, &build.id(), &options, &key, &digest.as_str()],
         )
         .await?;
-    let queued = NewEvent::new(
-        "run.queued",
-        Source::Api,
-        serde_json::json!({ "options": options }),
-    );
-    append_run_events(&tx, run_id, &[queued]).await?;
+    let queued = serde_json::json!({ "options": options });
+    let mut events = vec![NewEvent::new("run.queued", Source::Api, queued)];
+    if let Resolved::Created { id } = build {
+        // The build's own stream has its build.created; the run's stream shows it too.
+        let created = build_events_page(&tx, id, 0, 1).await?;
+        let mut event = NewEvent::new("build.created", Source::Api, created[0].payload.clone());
+        event.build_id = Some(id);
+        events.push(event);
+    }
+    append_run_events(&tx, run_id, &events).await?;
     tx.commit().await?;
     drop(db);
     crate::dispatch::offer_run(&state, run_id).await;
@@ -125,18 +131,16 @@ fn checked_key(key: String) -> Result<String, ApiError> {
     Ok(key)
 }
 
-/// Checks everything a new run needs; returns the configuration's workspace.
+/// Checks everything a new run needs; returns the build target.
 async fn check_preconditions(
     tx: &Transaction<'_>,
     state: &AppState,
     config_id: Uuid,
     options: &RunOptions,
-) -> Result<Uuid, ApiError> {
+) -> Result<Target, ApiError> {
     let config = tx
         .query_opt(
-            "SELECT c.workspace_id, b.status = 'failed' AND b.config_digest = c.content_digest AS build_failed
-             FROM configurations c LEFT JOIN builds b ON b.id = c.active_build_id
-             WHERE c.id = $1",
+            "SELECT workspace_id, content_digest FROM configurations WHERE id = $1",
             &[&config_id],
         )
         .await?
@@ -152,13 +156,6 @@ async fn check_preconditions(
     if found != options.document_ids.len() as i64 {
         return Err(ApiError::NotFound("document"));
     }
-    if config.get::<_, Option<bool>>(1) == Some(true) && !options.force_rebuild {
-        return Err(ApiError::Conflict {
-            code: "environment_not_ready",
-            detail: "the build for this configuration failed; fix it, or run with force_rebuild"
-                .into(),
-        });
-    }
     let queued: i64 = tx
         .query_one(
             "SELECT count(*) FROM runs WHERE status IN ('queued', 'waiting_for_build')",
@@ -169,7 +166,35 @@ async fn check_preconditions(
     if queued >= state.settings.max_queued_runs {
         return Err(ApiError::QueueFull);
     }
-    Ok(workspace_id)
+    Ok(Target {
+        workspace_id,
+        configuration_id: config_id,
+        config_digest: config.get(1),
+    })
+}
+
+/// The build the run will use: ready, in progress, or newly queued. A failed
+/// build of the same content fails fast (409) unless the run forces a rebuild.
+async fn choose_build(
+    tx: &Transaction<'_>,
+    state: &AppState,
+    target: &Target,
+    force: bool,
+) -> Result<Resolved, ApiError> {
+    let reason = if force {
+        Reason::ForceRebuild
+    } else {
+        Reason::Missing
+    };
+    match resolve(tx, target, &state.identity, force, false, reason).await? {
+        Resolved::Failed { error, .. } => Err(ApiError::Conflict {
+            code: "environment_not_ready",
+            detail: format!(
+                "the build for this configuration failed ({error}); fix it, or run with force_rebuild"
+            ),
+        }),
+        resolved => Ok(resolved),
+    }
 }
 
 /// The run created earlier with this key, if the request is the same; 409 if not.

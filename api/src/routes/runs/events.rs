@@ -50,22 +50,7 @@ async fn page(id: Uuid, state: AppState, q: EventsQuery) -> Result<Response, Api
             "live streaming is not available yet; page with after_sequence",
         ));
     }
-    let after = q.after_sequence.unwrap_or(0);
-    if after < 0 {
-        return Err(ApiError::field(
-            "invalid_query",
-            "after_sequence",
-            "must be 0 or more",
-        ));
-    }
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::field(
-            "invalid_query",
-            "limit",
-            format!("must be between 1 and {MAX_PAGE}"),
-        ));
-    }
+    let (after, limit) = page_bounds(q.after_sequence, q.limit)?;
     super::find(&state, id).await?;
     let items = run_events_page(&state.db().await?, id, after, limit).await?;
     let next_after_sequence = items.last().map_or(after, |e| e.sequence);
@@ -76,6 +61,30 @@ async fn page(id: Uuid, state: AppState, q: EventsQuery) -> Result<Response, Api
             next_after_sequence,
         },
     ))
+}
+
+/// Checks `after_sequence` (default 0) and `limit` (default 100, at most 1000).
+pub fn page_bounds(
+    after_sequence: Option<i64>,
+    limit: Option<i64>,
+) -> Result<(i64, i64), ApiError> {
+    let after = after_sequence.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::field(
+            "invalid_query",
+            "after_sequence",
+            "must be 0 or more",
+        ));
+    }
+    let limit = limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::field(
+            "invalid_query",
+            "limit",
+            format!("must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    Ok((after, limit))
 }
 
 /// Streams every event as NDJSON, a page at a time, so a long log never sits in memory.

@@ -79,7 +79,7 @@ async fn download(id: Uuid, name: String, state: AppState) -> Result<Response, A
     file_response(&path, content_type_for(&name), &name).await
 }
 
-/// Streams a file as an attachment named `download_name`; 404 `output_not_found` if absent.
+/// Streams a file as an attachment named `download_name`; 404 `file_not_found` if absent.
 pub async fn file_response(
     path: &Path,
     content_type: &str,

@@ -1,7 +1,7 @@
 //! What makes two builds equal: the engine's version and sources, the Python
 //! interpreter, and the configuration's digest, hashed into a fingerprint.
 
-use ade_common::ids::Digest;
+use crate::ids::Digest;
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 
