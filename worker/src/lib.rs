@@ -5,6 +5,7 @@
 //! - [`runs`]: one run from claim to terminal state ([`runs::process_one`]).
 //! - [`builds`]: the build record a run uses and its venv on this host.
 //! - [`venv`]: the host-local venv cache (lock, temp folder, marker, rename).
+//! - [`cache`]: build and in-use locks, and the collector of unused venvs.
 //! - [`engine`]: inputs, the engine subprocess, and its events.
 //! - [`process`]: guarded subprocesses (process group, deadline, cancel).
 //! - [`events`]: batched, gapless event writes for one run.
@@ -13,6 +14,7 @@
 //! cancellation token fires, then lets in-flight runs finish.
 
 pub mod builds;
+pub mod cache;
 pub mod engine;
 pub mod events;
 pub mod process;
@@ -97,6 +99,11 @@ impl Worker {
 
     /// Consumes runs until `shutdown` fires, then drains in-flight runs.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let limits = cache::Limits {
+            max_bytes: self.settings.venvs_max_bytes,
+            max_age: Duration::from_secs(self.settings.venvs_max_age_seconds),
+        };
+        let collector = tokio::spawn(collect_loop(self.ctx.venvs.root.clone(), limits, shutdown.clone()));
         let consumer = queue::Consumer {
             ctx: self.ctx,
             url: self.settings.common.amqp_url.clone(),
@@ -105,6 +112,25 @@ impl Worker {
             drain: Duration::from_secs(self.settings.drain_seconds),
         };
         consumer.run(shutdown).await;
+        collector.await?;
         Ok(())
+    }
+}
+
+/// How often the venv cache is collected.
+const COLLECT_EVERY: Duration = Duration::from_secs(60);
+
+/// Keeps the venv cache within its limits until `shutdown`.
+async fn collect_loop(root: std::path::PathBuf, limits: cache::Limits, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(COLLECT_EVERY) => {}
+        }
+        match cache::collect(root.clone(), limits).await {
+            Ok(c) if c.removed > 0 => tracing::info!(removed = c.removed, bytes_left = c.bytes_left, "venv cache collected"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "venv cache collection failed"),
+        }
     }
 }

@@ -38,6 +38,9 @@ pub struct WorkerSettings {
     /// Venv cache size the collector keeps under.
     #[arg(long, env = "ADE_VENVS_MAX_BYTES", default_value_t = 10_737_418_240)]
     pub venvs_max_bytes: u64,
+    /// Unused venvs older than this many seconds are removed.
+    #[arg(long, env = "ADE_VENVS_MAX_AGE_SECONDS", default_value_t = 7 * 24 * 3600)]
+    pub venvs_max_age_seconds: u64,
 }
 
 impl WorkerSettings {
@@ -54,6 +57,7 @@ impl WorkerSettings {
             lease_seconds: 30,
             drain_seconds: 30,
             venvs_max_bytes: 10_737_418_240,
+            venvs_max_age_seconds: 7 * 24 * 3600,
         }
     }
 

@@ -7,6 +7,7 @@
 //! venv folders; the kernel releases it if the builder dies, so the next one
 //! starts at once. Deleting any folder under the cache is always safe.
 
+use crate::cache;
 use crate::process::{self, Channel, Guard};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
@@ -118,6 +119,8 @@ pub struct Ready {
     pub reused: bool,
     /// The marker of the venv.
     pub marker: Marker,
+    /// Keeps the venv marked in use (safe from the collector) until dropped.
+    pub in_use: std::fs::File,
 }
 
 impl VenvCache {
@@ -142,21 +145,18 @@ impl VenvCache {
     {
         let dir = self.build_dir(&spec.marker);
         let venv = dir.join(".venv");
-        if let Some(marker) = valid_marker(&venv, spec.marker.build_id).await {
-            return Ok(Ready {
-                python: venv.join("bin/python"),
-                reused: true,
-                marker,
-            });
+        let build_id = spec.marker.build_id;
+        // Held first, so the collector cannot remove the venv between our check and our use.
+        let in_use = cache::hold(&self.root, build_id).await.context("marking the venv in use")?;
+        if let Some(marker) = valid_marker(&venv, build_id).await {
+            let python = venv.join("bin/python");
+            return Ok(Ready { python, reused: true, marker, in_use });
         }
-        let _lock = self.lock(spec.marker.build_id).await?;
+        let _lock = cache::lock_build(&self.root, build_id).await.context("locking the build")?;
         // Another builder may have finished while we waited for the lock.
-        if let Some(marker) = valid_marker(&venv, spec.marker.build_id).await {
-            return Ok(Ready {
-                python: venv.join("bin/python"),
-                reused: true,
-                marker,
-            });
+        if let Some(marker) = valid_marker(&venv, build_id).await {
+            let python = venv.join("bin/python");
+            return Ok(Ready { python, reused: true, marker, in_use });
         }
         clear_leftovers(&dir).await?;
         let tmp = dir.join(format!(".venv.tmp-{}", Uuid::now_v7().simple()));
@@ -175,11 +175,7 @@ impl VenvCache {
         tokio::fs::rename(&tmp, &venv)
             .await
             .context("moving the venv into place")?;
-        Ok(Ready {
-            python: venv.join("bin/python"),
-            reused: false,
-            marker,
-        })
+        Ok(Ready { python: venv.join("bin/python"), reused: false, marker, in_use })
     }
 
     async fn build_into<F, Fut>(
@@ -362,29 +358,6 @@ impl VenvCache {
             .lines()
             .map(str::to_owned)
             .collect())
-    }
-
-    /// Takes the build's lock file, waiting for another builder on this host.
-    async fn lock(&self, build_id: Uuid) -> anyhow::Result<std::fs::File> {
-        let dir = self.root.join(".locks");
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .context("creating the lock folder")?;
-        let path = dir.join(format!("{build_id}.lock"));
-        tokio::task::spawn_blocking(move || {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)?;
-            // SAFETY: flock on a descriptor we own; released when the file closes.
-            if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(file)
-        })
-        .await?
-        .context("locking the build")
     }
 }
 

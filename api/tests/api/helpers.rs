@@ -137,6 +137,14 @@ impl TestApp {
         self.workers.push((token, handle));
     }
 
+    /// Stops every worker (each finishes its in-flight runs first).
+    pub async fn stop_workers(&mut self) {
+        for (token, handle) in self.workers.drain(..) {
+            token.cancel();
+            handle.await.unwrap().unwrap();
+        }
+    }
+
     /// The URL of an API path (`/api/v1/...` or `/health/...`).
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod builds;
 mod configurations;
 mod documents;
 mod runs;
