@@ -4,6 +4,7 @@
 //! - [`routes`]: one module per resource, mirroring the URL tree.
 //! - [`error`]: `ApiError`, the one error type at the HTTP edge (problem+json).
 //! - [`package`]: reading uploaded configuration packages safely.
+//! - [`live`]: this instance's events queue and the hub that feeds followers.
 //! - [`dispatch`]: publishing accepted runs to RabbitMQ, and re-publishing
 //!   those a broker outage left behind.
 //!
@@ -13,6 +14,7 @@
 
 pub mod dispatch;
 pub mod error;
+pub mod live;
 pub mod package;
 pub mod routes;
 pub mod settings;
@@ -52,11 +54,26 @@ impl Application {
         let identity =
             ade_common::identity::Identity::detect(&engine_dir, &settings.common.python).await?;
         let topology = Topology::new(settings.common.amqp_prefix.clone());
-        let publisher = Publisher::new(settings.common.amqp_url.clone(), "ade-api", topology);
+        let instance = ade_common::ids::new_id();
+        let name = format!("{}:api:{}", settings.common.amqp_prefix, instance.simple());
+        let publisher = Publisher::new(
+            settings.common.amqp_url.clone(),
+            name.clone(),
+            topology.clone(),
+        );
+        let events = ade_common::amqp::EventPublisher::spawn(
+            settings.common.amqp_url.clone(),
+            format!("{name}:publish"),
+            topology,
+        );
         let state = AppState(Arc::new(state::Inner {
             pool,
             publisher,
             identity,
+            hub: Arc::default(),
+            events,
+            instance,
+            shutdown: CancellationToken::new(),
             data_dir: DataDir::new(&settings.common.data_dir),
             settings,
         }));
@@ -75,8 +92,15 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let token = CancellationToken::new();
+        let token = self.state.shutdown.clone();
         let redispatch = tokio::spawn(dispatch::redispatch_loop(self.state.clone(), token.clone()));
+        let live = tokio::spawn(live::consume_loop(
+            self.state.hub.clone(),
+            self.state.settings.common.amqp_url.clone(),
+            self.state.publisher.topology().clone(),
+            self.state.instance,
+            token.clone(),
+        ));
         tracing::info!(addr = %self.addr(), "serving");
         let stop = token.clone();
         warp::serve(routes::routes(self.state))
@@ -89,6 +113,7 @@ impl Application {
             .await;
         token.cancel();
         redispatch.await.context("redispatch task")?;
+        live.await.context("live events task")?;
         Ok(())
     }
 }

@@ -21,6 +21,14 @@ pub struct Inner {
     pub data_dir: DataDir,
     /// The API's settings.
     pub settings: ApiSettings,
+    /// Live events for followers.
+    pub hub: Arc<crate::live::Hub>,
+    /// Publishes events this API commits (e.g. `run.queued`).
+    pub events: ade_common::amqp::EventPublisher,
+    /// This instance's id (names its events queue).
+    pub instance: uuid::Uuid,
+    /// Cancelled when the API shuts down; ends live streams.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl std::ops::Deref for AppState {

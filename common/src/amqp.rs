@@ -36,6 +36,10 @@ impl Topology {
             prefix: prefix.into(),
         }
     }
+    /// The prefix itself.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
     /// The durable direct exchange that carries jobs.
     pub fn jobs_exchange(&self) -> String {
         format!("{}.jobs", self.prefix)
@@ -281,6 +285,42 @@ impl Publisher {
     async fn reset(&self) {
         if let Some((conn, _)) = self.state.lock().await.take() {
             let _ = conn.close(320, "reconnecting".into()).await;
+        }
+    }
+}
+
+/// Publishes persisted events to the `<prefix>.events` fanout, off the hot path.
+///
+/// Writers hand over each committed batch without waiting; one background
+/// task publishes them in order over its own connection. When the broker is
+/// away or the queue is full, batches are dropped: events are already in
+/// PostgreSQL, and followers catch up from there.
+#[derive(Clone)]
+pub struct EventPublisher {
+    tx: tokio::sync::mpsc::Sender<Vec<crate::events::Envelope>>,
+}
+
+impl EventPublisher {
+    /// Starts the publishing task.
+    pub fn spawn(url: impl Into<String>, name: impl Into<String>, topology: Topology) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<crate::events::Envelope>>(1024);
+        let publisher = Publisher::new(url, name, topology);
+        tokio::spawn(async move {
+            let exchange = publisher.topology().events_exchange();
+            while let Some(batch) = rx.recv().await {
+                let body = serde_json::to_vec(&batch).expect("envelopes serialize");
+                if let Err(e) = publisher.publish(&exchange, "", &body).await {
+                    tracing::debug!(error = %e, events = batch.len(), "events not published; followers read them from the database");
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    /// Queues a committed batch for publishing; never waits.
+    pub fn publish(&self, batch: Vec<crate::events::Envelope>) {
+        if !batch.is_empty() {
+            let _ = self.tx.try_send(batch);
         }
     }
 }

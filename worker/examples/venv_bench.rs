@@ -13,7 +13,10 @@ use uuid::Uuid;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned();
     let scratch = std::env::temp_dir().join(format!("ade-venv-bench-{}", Uuid::now_v7().simple()));
     let uv_cache = scratch.join("uv-cache");
     // SAFETY: set before any other thread reads the environment.
@@ -47,7 +50,11 @@ async fn main() -> anyhow::Result<()> {
         wheel_dir: scratch.join("shared/wheels"),
         constraints: vec![],
     };
-    let ensure = || async { cache.ensure(spec(), CancellationToken::new(), |_| async {}).await };
+    let ensure = || async {
+        cache
+            .ensure(spec(), CancellationToken::new(), |_| async {})
+            .await
+    };
 
     let start = Instant::now();
     let built = ensure().await?;
@@ -73,10 +80,26 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let pip = pip_build(&scratch, &engine_dir, &repo.join("engine/templates/config"))?;
-    println!("cache hit        p50 {:>9.3} ms  p99 {:>9.3} ms  (n={})", ms(pct(&mut hits, 50)), ms(pct(&mut hits, 99)), hits.len());
-    println!("warm hydration   p50 {:>9.1} ms  max {:>9.1} ms  (n={})", ms(pct(&mut warm, 50)), ms(pct(&mut warm, 100)), warm.len());
-    println!("cold build (uv)      {:>9.1} ms  (empty uv cache)", ms(cold));
-    println!("cold build (pip)     {:>9.1} ms  (python -m venv + pip install, no pip cache)", ms(pip));
+    println!(
+        "cache hit        p50 {:>9.3} ms  p99 {:>9.3} ms  (n={})",
+        ms(pct(&mut hits, 50)),
+        ms(pct(&mut hits, 99)),
+        hits.len()
+    );
+    println!(
+        "warm hydration   p50 {:>9.1} ms  max {:>9.1} ms  (n={})",
+        ms(pct(&mut warm, 50)),
+        ms(pct(&mut warm, 100)),
+        warm.len()
+    );
+    println!(
+        "cold build (uv)      {:>9.1} ms  (empty uv cache)",
+        ms(cold)
+    );
+    println!(
+        "cold build (pip)     {:>9.1} ms  (python -m venv + pip install, no pip cache)",
+        ms(pip)
+    );
     std::fs::remove_dir_all(&scratch)?;
     Ok(())
 }
@@ -93,7 +116,12 @@ fn pct(samples: &mut [Duration], p: usize) -> Duration {
 /// The template as the canonical tar.gz the API stores.
 fn template_archive(dir: &Path) -> anyhow::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
-    for rel in ["pyproject.toml", "README.md", "src/ade_config/__init__.py", "src/ade_config/columns.py"] {
+    for rel in [
+        "pyproject.toml",
+        "README.md",
+        "src/ade_config/__init__.py",
+        "src/ade_config/columns.py",
+    ] {
         tar.append_path_with_name(dir.join(rel), rel)?;
     }
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -105,10 +133,18 @@ fn template_archive(dir: &Path) -> anyhow::Result<Vec<u8>> {
 fn pip_build(scratch: &Path, engine: &Path, config: &Path) -> anyhow::Result<Duration> {
     let venv: PathBuf = scratch.join("pip-venv");
     let start = Instant::now();
-    let status = std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv).status()?;
+    let status = std::process::Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()?;
     anyhow::ensure!(status.success(), "python3 -m venv failed");
     let status = std::process::Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", "--no-cache-dir", "--disable-pip-version-check"])
+        .args([
+            "install",
+            "--quiet",
+            "--no-cache-dir",
+            "--disable-pip-version-check",
+        ])
         .arg(engine)
         .arg(config)
         .status()?;

@@ -64,8 +64,7 @@ pub async fn prepare(
         _ => set_run_status(ctx, claim, "waiting_for_build").await,
     }
     let builder = build.status != "ready" && claim_build(ctx, build.id).await.unwrap_or(false);
-    let build_events =
-        builder.then(|| EventSink::for_stream(ctx.pool.clone(), Stream::Build(build.id)));
+    let build_events = builder.then(|| ctx.sink(Stream::Build(build.id)));
     let reason = (build.status == "ready").then_some(Reason::Hydration);
     let sinks = Sinks {
         run: Some(events),
@@ -85,7 +84,7 @@ pub async fn process_build(ctx: &Context, build_id: Uuid) -> anyhow::Result<bool
     if !claim_build(ctx, build_id).await? {
         return Ok(false);
     }
-    let sink = EventSink::for_stream(ctx.pool.clone(), Stream::Build(build_id));
+    let sink = ctx.sink(Stream::Build(build_id));
     let result = async {
         let (build, package) = load(ctx, build_id).await?;
         anyhow::ensure!(

@@ -38,15 +38,27 @@ pub fn flock(path: &Path, exclusive: bool, wait: bool) -> std::io::Result<Option
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
-    let mut op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    let mut op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    };
     if !wait {
         op |= libc::LOCK_NB;
     }
     // SAFETY: flock on a descriptor we own; released when the file closes.
     if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), op) } != 0 {
         let err = std::io::Error::last_os_error();
-        return if err.kind() == std::io::ErrorKind::WouldBlock { Ok(None) } else { Err(err) };
+        return if err.kind() == std::io::ErrorKind::WouldBlock {
+            Ok(None)
+        } else {
+            Err(err)
+        };
     }
     Ok(Some(file))
 }
@@ -54,9 +66,11 @@ pub fn flock(path: &Path, exclusive: bool, wait: bool) -> std::io::Result<Option
 /// Waits for the build lock of `build_id` (on a blocking thread).
 pub async fn lock_build(root: &Path, build_id: Uuid) -> std::io::Result<File> {
     let path = lock_path(root, build_id, Lock::Build);
-    tokio::task::spawn_blocking(move || flock(&path, true, true).map(|f| f.expect("a waiting flock returns a file")))
-        .await
-        .map_err(std::io::Error::other)?
+    tokio::task::spawn_blocking(move || {
+        flock(&path, true, true).map(|f| f.expect("a waiting flock returns a file"))
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// Marks the venv of `build_id` in use until the returned file is dropped.
@@ -99,7 +113,9 @@ struct Entry {
 /// Removes unused venvs older than `max_age`, then the least recently used
 /// until the cache fits `max_bytes`. Runs on a blocking thread.
 pub async fn collect(root: PathBuf, limits: Limits) -> std::io::Result<Collected> {
-    tokio::task::spawn_blocking(move || collect_blocking(&root, limits)).await.map_err(std::io::Error::other)?
+    tokio::task::spawn_blocking(move || collect_blocking(&root, limits))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 fn collect_blocking(root: &Path, limits: Limits) -> std::io::Result<Collected> {
@@ -118,7 +134,10 @@ fn collect_blocking(root: &Path, limits: Limits) -> std::io::Result<Collected> {
             total -= entry.bytes;
         }
     }
-    Ok(Collected { removed, bytes_left: total })
+    Ok(Collected {
+        removed,
+        bytes_left: total,
+    })
 }
 
 /// Removes a build folder if nobody builds or uses it right now.
@@ -140,10 +159,21 @@ fn scan(root: &Path) -> std::io::Result<Vec<Entry>> {
     for ws in uuid_dirs(root)? {
         for cfg in uuid_dirs(&ws)? {
             for dir in uuid_dirs(&cfg)? {
-                let build_id: Uuid = dir.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok()).expect("uuid_dirs yields uuids");
-                let in_use = std::fs::metadata(lock_path(root, build_id, Lock::InUse)).and_then(|m| m.modified());
-                let last_used = in_use.or_else(|_| std::fs::metadata(&dir).and_then(|m| m.modified()))?;
-                entries.push(Entry { bytes: dir_size(&dir), dir, build_id, last_used });
+                let build_id: Uuid = dir
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.parse().ok())
+                    .expect("uuid_dirs yields uuids");
+                let in_use = std::fs::metadata(lock_path(root, build_id, Lock::InUse))
+                    .and_then(|m| m.modified());
+                let last_used =
+                    in_use.or_else(|_| std::fs::metadata(&dir).and_then(|m| m.modified()))?;
+                entries.push(Entry {
+                    bytes: dir_size(&dir),
+                    dir,
+                    build_id,
+                    last_used,
+                });
             }
         }
     }
@@ -155,7 +185,10 @@ fn uuid_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        let is_uuid = entry.file_name().to_str().is_some_and(|n| n.parse::<Uuid>().is_ok());
+        let is_uuid = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.parse::<Uuid>().is_ok());
         if is_uuid && entry.file_type()?.is_dir() {
             out.push(entry.path());
         }
@@ -165,7 +198,9 @@ fn uuid_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Bytes of all files below `dir` (symlinks not followed); unreadable parts count as 0.
 pub fn dir_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|e| match e.file_type() {
@@ -182,7 +217,10 @@ mod tests {
 
     fn fake_build(root: &Path, bytes: usize) -> (Uuid, PathBuf) {
         let id = Uuid::now_v7();
-        let dir = root.join(Uuid::now_v7().to_string()).join(Uuid::now_v7().to_string()).join(id.to_string());
+        let dir = root
+            .join(Uuid::now_v7().to_string())
+            .join(Uuid::now_v7().to_string())
+            .join(id.to_string());
         std::fs::create_dir_all(dir.join(".venv")).unwrap();
         std::fs::write(dir.join(".venv/blob"), vec![0u8; bytes]).unwrap();
         (id, dir)
@@ -202,7 +240,10 @@ mod tests {
         let (_idle, idle_dir) = fake_build(&root, 1000);
         let _hold = hold(&root, used).await.unwrap();
         let _builder = lock_build(&root, building).await.unwrap();
-        let limits = Limits { max_bytes: 0, max_age: Duration::from_secs(3600) };
+        let limits = Limits {
+            max_bytes: 0,
+            max_age: Duration::from_secs(3600),
+        };
         let collected = collect(root.clone(), limits).await.unwrap();
         assert_eq!(collected.removed, 1);
         assert!(used_dir.exists() && building_dir.exists() && !idle_dir.exists());
@@ -216,18 +257,38 @@ mod tests {
         let (old, old_dir) = fake_build(&root, 1000);
         drop(hold(&root, old).await.unwrap());
         let old_time = SystemTime::now() - Duration::from_secs(60);
-        File::options().write(true).open(lock_path(&root, old, Lock::InUse)).unwrap().set_modified(old_time).unwrap();
+        File::options()
+            .write(true)
+            .open(lock_path(&root, old, Lock::InUse))
+            .unwrap()
+            .set_modified(old_time)
+            .unwrap();
         let (new, new_dir) = fake_build(&root, 1000);
         drop(hold(&root, new).await.unwrap());
         // Under the size limit and younger than the age limit: nothing goes.
-        let roomy = Limits { max_bytes: 10_000, max_age: Duration::from_secs(3600) };
+        let roomy = Limits {
+            max_bytes: 10_000,
+            max_age: Duration::from_secs(3600),
+        };
         assert_eq!(collect(root.clone(), roomy).await.unwrap().removed, 0);
         // Over the size limit: the least recently used goes first.
-        let tight = Limits { max_bytes: 1500, max_age: Duration::from_secs(3600) };
-        assert_eq!(collect(root.clone(), tight).await.unwrap(), Collected { removed: 1, bytes_left: 1000 });
+        let tight = Limits {
+            max_bytes: 1500,
+            max_age: Duration::from_secs(3600),
+        };
+        assert_eq!(
+            collect(root.clone(), tight).await.unwrap(),
+            Collected {
+                removed: 1,
+                bytes_left: 1000
+            }
+        );
         assert!(!old_dir.exists() && new_dir.exists());
         // Older than the age limit: removed whatever the size.
-        let strict_age = Limits { max_bytes: u64::MAX, max_age: Duration::ZERO };
+        let strict_age = Limits {
+            max_bytes: u64::MAX,
+            max_age: Duration::ZERO,
+        };
         assert_eq!(collect(root.clone(), strict_age).await.unwrap().removed, 1);
         std::fs::remove_dir_all(root).unwrap();
     }

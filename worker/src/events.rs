@@ -7,6 +7,7 @@
 //! batches and appends each batch with [`append_run_events`]; a failed write
 //! is retried, never dropped.
 
+use ade_common::amqp::EventPublisher;
 use ade_common::events::{NewEvent, Source, append_build_events, append_run_events};
 use deadpool_postgres::Pool;
 use serde_json::json;
@@ -38,15 +39,10 @@ pub struct EventSink {
 }
 
 impl EventSink {
-    /// Starts the writer task for a run's stream.
-    pub fn start(pool: Pool, run_id: Uuid) -> Self {
-        Self::for_stream(pool, Stream::Run(run_id))
-    }
-
-    /// Starts the writer task for `stream`.
-    pub fn for_stream(pool: Pool, stream: Stream) -> Self {
+    /// Starts the writer task for `stream`; committed batches go to `publisher`.
+    pub fn start(pool: Pool, publisher: EventPublisher, stream: Stream) -> Self {
         let (tx, rx) = mpsc::channel(2 * MAX_BATCH);
-        let writer = tokio::spawn(write_loop(pool, stream, rx));
+        let writer = tokio::spawn(write_loop(pool, publisher, stream, rx));
         Self {
             tx,
             writer,
@@ -102,26 +98,43 @@ impl EventSink {
     }
 }
 
-async fn write_loop(pool: Pool, stream: Stream, mut rx: mpsc::Receiver<NewEvent>) {
+async fn write_loop(
+    pool: Pool,
+    publisher: EventPublisher,
+    stream: Stream,
+    mut rx: mpsc::Receiver<NewEvent>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut delay = Duration::from_millis(100);
-        while let Err(e) = write_batch(&pool, stream, &batch).await {
-            tracing::warn!(?stream, error = %e, "writing events failed; retrying");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
+        loop {
+            match write_batch(&pool, stream, &batch).await {
+                Ok(written) => {
+                    publisher.publish(written);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(?stream, error = %e, "writing events failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
         }
         batch.clear();
     }
 }
 
-async fn write_batch(pool: &Pool, stream: Stream, batch: &[NewEvent]) -> anyhow::Result<()> {
+async fn write_batch(
+    pool: &Pool,
+    stream: Stream,
+    batch: &[NewEvent],
+) -> anyhow::Result<Vec<ade_common::events::Envelope>> {
     let mut db = pool.get().await?;
     let tx = db.transaction().await?;
-    match stream {
+    let written = match stream {
         Stream::Run(id) => append_run_events(&tx, id, batch).await?,
         Stream::Build(id) => append_build_events(&tx, id, batch).await?,
     };
     tx.commit().await?;
-    Ok(())
+    Ok(written)
 }

@@ -50,6 +50,15 @@ pub struct Context {
     pub identity: Arc<ade_common::identity::Identity>,
     /// Shared storage.
     pub data_dir: DataDir,
+    /// Publishes committed events to the events fanout.
+    pub events: ade_common::amqp::EventPublisher,
+}
+
+impl Context {
+    /// A new event sink for `stream`.
+    pub fn sink(&self, stream: events::Stream) -> events::EventSink {
+        events::EventSink::start(self.pool.clone(), self.events.clone(), stream)
+    }
 }
 
 /// A worker ready to consume.
@@ -87,6 +96,15 @@ impl Worker {
             }),
             identity: Arc::new(identity),
             data_dir: DataDir::new(&settings.common.data_dir),
+            events: ade_common::amqp::EventPublisher::spawn(
+                settings.common.amqp_url.clone(),
+                format!(
+                    "{}:{}:events",
+                    settings.common.amqp_prefix,
+                    settings.worker_id()
+                ),
+                Topology::new(settings.common.amqp_prefix.clone()),
+            ),
         };
         tracing::info!(worker.id = %ctx.worker_id, engine = %ctx.identity.engine_version, python = %ctx.identity.python_version, "worker ready");
         Ok(Self { ctx, settings })
@@ -103,7 +121,11 @@ impl Worker {
             max_bytes: self.settings.venvs_max_bytes,
             max_age: Duration::from_secs(self.settings.venvs_max_age_seconds),
         };
-        let collector = tokio::spawn(collect_loop(self.ctx.venvs.root.clone(), limits, shutdown.clone()));
+        let collector = tokio::spawn(collect_loop(
+            self.ctx.venvs.root.clone(),
+            limits,
+            shutdown.clone(),
+        ));
         let consumer = queue::Consumer {
             ctx: self.ctx,
             url: self.settings.common.amqp_url.clone(),
@@ -121,14 +143,22 @@ impl Worker {
 const COLLECT_EVERY: Duration = Duration::from_secs(60);
 
 /// Keeps the venv cache within its limits until `shutdown`.
-async fn collect_loop(root: std::path::PathBuf, limits: cache::Limits, shutdown: CancellationToken) {
+async fn collect_loop(
+    root: std::path::PathBuf,
+    limits: cache::Limits,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(COLLECT_EVERY) => {}
         }
         match cache::collect(root.clone(), limits).await {
-            Ok(c) if c.removed > 0 => tracing::info!(removed = c.removed, bytes_left = c.bytes_left, "venv cache collected"),
+            Ok(c) if c.removed > 0 => tracing::info!(
+                removed = c.removed,
+                bytes_left = c.bytes_left,
+                "venv cache collected"
+            ),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "venv cache collection failed"),
         }

@@ -63,7 +63,8 @@ impl Consumer {
         tasks: &mut JoinSet<()>,
         backoff: &mut Duration,
     ) -> anyhow::Result<()> {
-        let conn = amqp::connect(&self.url, &self.ctx.worker_id).await?;
+        let name = format!("{}:{}", self.topology.prefix(), self.ctx.worker_id);
+        let conn = amqp::connect(&self.url, &name).await?;
         let (runs_channel, mut runs) = self
             .subscribe(&conn, &self.topology.runs_queue(), self.prefetch)
             .await?;

@@ -8,7 +8,7 @@
 //! and attempt, and only then is the message acknowledged (by the caller).
 
 use crate::Context;
-use crate::events::EventSink;
+use crate::events::Stream;
 use ade_common::events::{NewEvent, Source, append_run_events};
 use ade_common::runs::{Failure, RunOptions};
 use serde_json::{Value, json};
@@ -79,7 +79,7 @@ pub async fn process_one(ctx: &Context, run_id: Uuid) -> anyhow::Result<Outcome>
     tracing::info!(parent: &span, "claimed");
     let stop = CancellationToken::new();
     let lease = tokio::spawn(renew_lease(ctx.clone(), claim.clone(), stop.clone()));
-    let events = Arc::new(EventSink::start(ctx.pool.clone(), run_id));
+    let events = Arc::new(ctx.sink(Stream::Run(run_id)));
     // On its own task, so a panic becomes a failed run rather than a dead worker.
     let job = tokio::spawn({
         let (ctx, claim, events, stop) = (ctx.clone(), claim.clone(), events.clone(), stop.clone());
@@ -210,12 +210,9 @@ async fn try_complete(ctx: &Context, claim: &Claim, c: &Completion) -> anyhow::R
         "artifacts": {"outputs": c.outputs},
         "summary": c.summary,
     });
-    append_run_events(
-        &tx,
-        claim.run_id,
-        &[NewEvent::new("run.completed", Source::Worker, payload)],
-    )
-    .await?;
+    let completed = NewEvent::new("run.completed", Source::Worker, payload);
+    let written = append_run_events(&tx, claim.run_id, &[completed]).await?;
     tx.commit().await?;
+    ctx.events.publish(written);
     Ok(true)
 }

@@ -147,16 +147,30 @@ impl VenvCache {
         let venv = dir.join(".venv");
         let build_id = spec.marker.build_id;
         // Held first, so the collector cannot remove the venv between our check and our use.
-        let in_use = cache::hold(&self.root, build_id).await.context("marking the venv in use")?;
+        let in_use = cache::hold(&self.root, build_id)
+            .await
+            .context("marking the venv in use")?;
         if let Some(marker) = valid_marker(&venv, build_id).await {
             let python = venv.join("bin/python");
-            return Ok(Ready { python, reused: true, marker, in_use });
+            return Ok(Ready {
+                python,
+                reused: true,
+                marker,
+                in_use,
+            });
         }
-        let _lock = cache::lock_build(&self.root, build_id).await.context("locking the build")?;
+        let _lock = cache::lock_build(&self.root, build_id)
+            .await
+            .context("locking the build")?;
         // Another builder may have finished while we waited for the lock.
         if let Some(marker) = valid_marker(&venv, build_id).await {
             let python = venv.join("bin/python");
-            return Ok(Ready { python, reused: true, marker, in_use });
+            return Ok(Ready {
+                python,
+                reused: true,
+                marker,
+                in_use,
+            });
         }
         clear_leftovers(&dir).await?;
         let tmp = dir.join(format!(".venv.tmp-{}", Uuid::now_v7().simple()));
@@ -175,7 +189,12 @@ impl VenvCache {
         tokio::fs::rename(&tmp, &venv)
             .await
             .context("moving the venv into place")?;
-        Ok(Ready { python: venv.join("bin/python"), reused: false, marker, in_use })
+        Ok(Ready {
+            python: venv.join("bin/python"),
+            reused: false,
+            marker,
+            in_use,
+        })
     }
 
     async fn build_into<F, Fut>(

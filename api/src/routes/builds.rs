@@ -6,6 +6,7 @@
 
 use super::{created, json, json_body, parse_json, with};
 use crate::error::ApiError;
+use crate::routes::streams::{Followed, Format, follow, resume_point};
 use crate::state::AppState;
 use ade_common::builds::{Reason, Resolved, Target, resolve};
 use ade_common::events::{Envelope, build_events_page};
@@ -17,6 +18,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 use warp::Filter;
 use warp::filters::BoxedFilter;
+use warp::http::HeaderMap;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
@@ -112,6 +114,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let create = warp::path!("workspaces" / Uuid / "configurations" / Uuid / "builds")
         .and(warp::post())
         .and(with(state.clone()))
+        .and(warp::header::headers_cloned())
         .and(json_body())
         .then(create);
     let get = warp::path!("builds" / Uuid)
@@ -122,6 +125,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with(state))
         .and(warp::query::<EventsQuery>())
+        .and(warp::header::headers_cloned())
         .then(events);
     create
         .or(get)
@@ -136,16 +140,10 @@ async fn create(
     ws: Uuid,
     config: Uuid,
     state: AppState,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: CreateBuild = parse_json(&body)?;
-    if req.stream {
-        return Err(ApiError::field(
-            "streaming_unavailable",
-            "stream",
-            "live streaming is not available yet; use stream=false",
-        ));
-    }
     let mut db = state.db().await?;
     let tx = db.transaction().await?;
     let row = tx
@@ -175,8 +173,22 @@ async fn create(
     match resolved {
         Resolved::Created { id } => {
             crate::dispatch::offer_build(&state, id).await;
+            if req.stream {
+                return Ok(follow(
+                    state,
+                    Followed::Build(id),
+                    0,
+                    Format::from_headers(&headers),
+                ));
+            }
             Ok(created(format!("/api/v1/builds/{id}"), &build))
         }
+        resolved if req.stream => Ok(follow(
+            state,
+            Followed::Build(resolved.id()),
+            0,
+            Format::from_headers(&headers),
+        )),
         _ => Ok(json(StatusCode::OK, &build)),
     }
 }
@@ -199,12 +211,20 @@ pub async fn find(state: &AppState, id: Uuid) -> Result<BuildResource, ApiError>
     Ok(BuildResource::from(&row))
 }
 
-async fn events(id: Uuid, state: AppState, q: EventsQuery) -> Result<Response, ApiError> {
+async fn events(
+    id: Uuid,
+    state: AppState,
+    q: EventsQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     if q.stream == Some(true) {
-        return Err(ApiError::field(
-            "streaming_unavailable",
-            "stream",
-            "live streaming is not available yet; page with after_sequence",
+        let after = resume_point(q.after_sequence, &headers)?;
+        find(&state, id).await?;
+        return Ok(follow(
+            state,
+            Followed::Build(id),
+            after,
+            Format::from_headers(&headers),
         ));
     }
     let (after, limit) = super::runs::events::page_bounds(q.after_sequence, q.limit)?;

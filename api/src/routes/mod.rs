@@ -11,6 +11,7 @@ pub mod documents;
 pub mod health;
 pub mod multipart;
 pub mod runs;
+pub mod streams;
 pub mod workspaces;
 
 use crate::error::ApiError;

@@ -45,6 +45,7 @@ pub struct TestApp {
     db_name: String,
     client: reqwest::Client,
     api: (CancellationToken, JoinHandle<anyhow::Result<()>>),
+    extra_apis: Vec<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
     workers: Vec<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
 }
 
@@ -100,6 +101,7 @@ impl TestApp {
             db_name,
             client: reqwest::Client::new(),
             api,
+            extra_apis: vec![],
             workers: vec![],
         };
         for n in 0..options.workers {
@@ -135,6 +137,58 @@ impl TestApp {
         let token = CancellationToken::new();
         let handle = tokio::spawn(worker.run(token.clone()));
         self.workers.push((token, handle));
+    }
+
+    /// Starts another API instance on the same database and broker; returns its base URL.
+    pub async fn spawn_api(&mut self) -> String {
+        let common = CommonSettings::for_tests(
+            self.db_url.clone(),
+            self.prefix.clone(),
+            self.data_dir.clone(),
+        );
+        let app = ade_api::Application::build(ApiSettings::for_tests(common))
+            .await
+            .expect("the API starts");
+        let base = format!("http://{}", app.addr());
+        let token = CancellationToken::new();
+        let stop = token.clone();
+        self.extra_apis.push((
+            token,
+            tokio::spawn(app.run_until(async move { stop.cancelled().await })),
+        ));
+        base
+    }
+
+    /// Closes every broker connection of this test (API and workers), as a broker restart would.
+    pub fn close_broker_connections(&self) -> usize {
+        let out = std::process::Command::new("rabbitmqctl")
+            .args([
+                "list_connections",
+                "pid",
+                "client_properties",
+                "--no-table-headers",
+                "-q",
+            ])
+            .output()
+            .expect("rabbitmqctl runs");
+        let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+        let ours = format!("{{\"connection_name\",\"{}:", self.prefix);
+        let mut closed = 0;
+        for line in listing.lines().filter(|l| l.contains(&ours)) {
+            let pid = line.split('\t').next().unwrap();
+            let status = std::process::Command::new("rabbitmqctl")
+                .args(["close_connection", pid, "test: simulated broker failure"])
+                .output()
+                .unwrap();
+            assert!(status.status.success(), "{status:?}");
+            closed += 1;
+        }
+        closed
+    }
+
+    /// Reads a whole event stream (it ends after the terminal event).
+    pub async fn follow(&self, path: &str, sse: bool, last_event_id: Option<i64>) -> Vec<Value> {
+        follow_url(&self.url(path), sse, last_event_id).await
     }
 
     /// Stops every worker (each finishes its in-flight runs first).
@@ -329,6 +383,10 @@ impl TestApp {
 
     /// Stops everything and checks that nothing was left behind.
     pub async fn finish(self) {
+        for (token, handle) in self.extra_apis {
+            token.cancel();
+            handle.await.unwrap().unwrap();
+        }
         for (token, handle) in self.workers {
             token.cancel();
             handle.await.unwrap().unwrap();
@@ -352,6 +410,67 @@ impl TestApp {
         delete_broker_objects(&self.prefix).await;
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
+}
+
+/// Reads a whole event stream at `url` and parses SSE or NDJSON into events.
+pub async fn follow_url(url: &str, sse: bool, last_event_id: Option<i64>) -> Vec<Value> {
+    let mut req = reqwest::Client::new().get(url);
+    if sse {
+        req = req.header("accept", "text/event-stream");
+    }
+    if let Some(id) = last_event_id {
+        req = req.header("last-event-id", id.to_string());
+    }
+    let res = tokio::time::timeout(DEADLINE, req.send())
+        .await
+        .expect("the stream starts")
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let content_type = res.headers()["content-type"].to_str().unwrap().to_owned();
+    assert_eq!(res.headers()["cache-control"], "no-cache");
+    let body = tokio::time::timeout(DEADLINE, res.text())
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    if sse {
+        assert_eq!(content_type, "text/event-stream");
+        parse_sse(&body)
+    } else {
+        assert_eq!(content_type, "application/x-ndjson");
+        body.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// SSE frames to events, checking that `id` and `event` match the data.
+fn parse_sse(body: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    for frame in body.split("\n\n").filter(|f| !f.trim().is_empty()) {
+        let (mut id, mut kind, mut data) = (None, None, None);
+        for line in frame.lines() {
+            if let Some(v) = line.strip_prefix("id: ") {
+                id = Some(v.to_owned())
+            }
+            if let Some(v) = line.strip_prefix("event: ") {
+                kind = Some(v.to_owned())
+            }
+            if let Some(v) = line.strip_prefix("data: ") {
+                data = Some(serde_json::from_str::<Value>(v).unwrap())
+            }
+        }
+        if let Some(event) = data {
+            assert_eq!(id.unwrap(), event["sequence"].to_string());
+            assert_eq!(kind.as_deref(), event["type"].as_str());
+            events.push(event);
+        } else {
+            assert!(
+                frame.starts_with("retry: ") || frame.starts_with(':'),
+                "unexpected frame {frame:?}"
+            );
+        }
+    }
+    events
 }
 
 /// Asserts the status and returns the JSON body.

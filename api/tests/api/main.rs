@@ -7,5 +7,6 @@ mod builds;
 mod configurations;
 mod documents;
 mod runs;
+mod streams;
 mod workers;
 mod workspaces;

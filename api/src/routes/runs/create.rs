@@ -7,6 +7,7 @@
 
 use super::resource::{COLUMNS, RunResource};
 use crate::error::{ApiError, FieldError};
+use crate::routes::streams::{Followed, Format, follow};
 use crate::routes::{created, json, json_body, parse_json, with};
 use crate::state::AppState;
 use ade_common::builds::{Reason, Resolved, Target, resolve};
@@ -19,6 +20,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 use warp::Filter;
 use warp::filters::BoxedFilter;
+use warp::http::HeaderMap;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
@@ -39,6 +41,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     path.and(warp::post())
         .and(with(state))
         .and(warp::header::optional::<String>("idempotency-key"))
+        .and(warp::header::headers_cloned())
         .and(json_body())
         .then(create)
         .map(warp::Reply::into_response)
@@ -49,16 +52,10 @@ async fn create(
     config_id: Uuid,
     state: AppState,
     key: Option<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: CreateRun = parse_json(&body)?;
-    if req.stream {
-        return Err(ApiError::field(
-            "streaming_unavailable",
-            "stream",
-            "live streaming is not available yet; use stream=false",
-        ));
-    }
     check_options(&req.options)?;
     if state.settings.safe_mode {
         return Err(ApiError::SafeMode);
@@ -69,6 +66,14 @@ async fn create(
     let tx = db.transaction().await?;
     if let Some(key) = &key {
         if let Some(existing) = find_by_key(&tx, config_id, key, &digest).await? {
+            if req.stream {
+                return Ok(follow(
+                    state,
+                    Followed::Run(existing.id()),
+                    0,
+                    Format::from_headers(&headers),
+                ));
+            }
             return Ok(json(StatusCode::OK, &existing));
         }
     }
@@ -94,10 +99,26 @@ async fn create(
         event.build_id = Some(id);
         events.push(event);
     }
-    append_run_events(&tx, run_id, &events).await?;
+    let written = append_run_events(&tx, run_id, &events).await?;
     tx.commit().await?;
     drop(db);
+    state.events.publish(written);
     crate::dispatch::offer_run(&state, run_id).await;
+    if req.stream {
+        let mut res = follow(
+            state,
+            Followed::Run(run_id),
+            0,
+            Format::from_headers(&headers),
+        );
+        res.headers_mut().insert(
+            "location",
+            format!("/api/v1/runs/{run_id}")
+                .parse()
+                .expect("ids make valid headers"),
+        );
+        return Ok(res);
+    }
     Ok(created(
         format!("/api/v1/runs/{run_id}"),
         &RunResource::from(&row),

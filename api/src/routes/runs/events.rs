@@ -1,6 +1,7 @@
 //! `/runs/{id}/events` (pages) and `/runs/{id}/logfile` (everything, NDJSON).
 
 use crate::error::ApiError;
+use crate::routes::streams::{Followed, Format, follow, resume_point};
 use crate::routes::{json, with};
 use crate::state::AppState;
 use ade_common::events::{Envelope, MAX_PAGE, run_events_page};
@@ -8,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use warp::Filter;
 use warp::filters::BoxedFilter;
+use warp::http::HeaderMap;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
@@ -31,6 +33,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with(state.clone()))
         .and(warp::query::<EventsQuery>())
+        .and(warp::header::headers_cloned())
         .then(page);
     let logfile = warp::path!("runs" / Uuid / "logfile")
         .and(warp::get())
@@ -42,12 +45,20 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-async fn page(id: Uuid, state: AppState, q: EventsQuery) -> Result<Response, ApiError> {
+async fn page(
+    id: Uuid,
+    state: AppState,
+    q: EventsQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     if q.stream == Some(true) {
-        return Err(ApiError::field(
-            "streaming_unavailable",
-            "stream",
-            "live streaming is not available yet; page with after_sequence",
+        let after = resume_point(q.after_sequence, &headers)?;
+        super::find(&state, id).await?;
+        return Ok(follow(
+            state,
+            Followed::Run(id),
+            after,
+            Format::from_headers(&headers),
         ));
     }
     let (after, limit) = page_bounds(q.after_sequence, q.limit)?;

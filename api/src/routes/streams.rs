@@ -1,0 +1,243 @@
+//! Following a run's or build's events: replay from PostgreSQL, then tail live.
+//!
+//! A follower subscribes to the hub *before* it replays, so no event can fall
+//! between the replay and the live tail. It tracks the last sequence it sent:
+//! live events at or below it are duplicates and skipped; one above the next
+//! expected means a gap, and the follower reads the missing ones from the
+//! database. It also catches up when it lags behind the hub's bounded
+//! buffer, when the hub reconnects to the broker, and after a quiet period
+//! (in case a message was lost), so every stream is gapless and ends with its
+//! terminal event. Each follower is a task writing into a small bounded
+//! channel, so a slow client holds back only itself.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use ade_common::events::{Envelope, MAX_PAGE, build_events_page, run_events_page};
+use bytes::Bytes;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+use uuid::Uuid;
+use warp::http::HeaderMap;
+use warp::reply::Response;
+
+/// SSE keep-alive comment interval.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// A follower with no live event for this long checks the database anyway.
+const QUIET_CHECK: Duration = Duration::from_secs(10);
+/// Reconnect delay suggested to SSE clients.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// Which stream to follow.
+#[derive(Debug, Clone, Copy)]
+pub enum Followed {
+    /// A run's stream; ends after `run.completed`.
+    Run(Uuid),
+    /// A build's own stream; ends after `build.completed`.
+    Build(Uuid),
+}
+
+impl Followed {
+    fn key(self) -> Uuid {
+        match self {
+            Self::Run(id) | Self::Build(id) => id,
+        }
+    }
+
+    fn is_end(self, event: &Envelope) -> bool {
+        match self {
+            Self::Run(_) => event.kind == "run.completed",
+            Self::Build(_) => event.kind == "build.completed",
+        }
+    }
+
+    async fn page(self, state: &AppState, after: i64) -> Result<Vec<Envelope>, ApiError> {
+        let db = state.db().await?;
+        Ok(match self {
+            Self::Run(id) => run_events_page(&db, id, after, MAX_PAGE).await?,
+            Self::Build(id) => build_events_page(&db, id, after, MAX_PAGE).await?,
+        })
+    }
+}
+
+/// The wire format, from the `Accept` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `text/event-stream`.
+    Sse,
+    /// `application/x-ndjson`.
+    Ndjson,
+}
+
+impl Format {
+    /// SSE when the client accepts `text/event-stream`, NDJSON otherwise.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let accept = headers
+            .get("accept")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if accept.contains("text/event-stream") {
+            Self::Sse
+        } else {
+            Self::Ndjson
+        }
+    }
+}
+
+/// Where to resume: `after_sequence`, else `Last-Event-ID`, else the start.
+pub fn resume_point(after_sequence: Option<i64>, headers: &HeaderMap) -> Result<i64, ApiError> {
+    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let after = match (after_sequence, last_event_id) {
+        (Some(after), _) => after,
+        (None, Some(id)) => id.trim().parse().map_err(|_| {
+            ApiError::field(
+                "invalid_request",
+                "Last-Event-ID",
+                "must be a sequence number",
+            )
+        })?,
+        (None, None) => 0,
+    };
+    if after < 0 {
+        return Err(ApiError::field(
+            "invalid_query",
+            "after_sequence",
+            "must be 0 or more",
+        ));
+    }
+    Ok(after)
+}
+
+/// A streaming response following `followed` after sequence `after`.
+pub fn follow(state: AppState, followed: Followed, after: i64, format: Format) -> Response {
+    let (tx, rx) = mpsc::channel::<Bytes>(32);
+    let live = state.hub.subscribe(followed.key());
+    tokio::spawn(
+        Follower {
+            state,
+            followed,
+            last: after,
+            tx,
+            format,
+        }
+        .run(live),
+    );
+    let body = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+        Ok::<_, Infallible>,
+    );
+    let mut res = warp::Reply::into_response(warp::reply::stream(body));
+    let headers = res.headers_mut();
+    let content_type = match format {
+        Format::Sse => "text/event-stream",
+        Format::Ndjson => "application/x-ndjson",
+    };
+    headers.insert("content-type", content_type.parse().expect("valid header"));
+    headers.insert("cache-control", "no-cache".parse().expect("valid header"));
+    headers.insert("x-accel-buffering", "no".parse().expect("valid header"));
+    res
+}
+
+/// What ended a catch-up or a send.
+enum Flow {
+    Continue,
+    Done,
+}
+
+struct Follower {
+    state: AppState,
+    followed: Followed,
+    last: i64,
+    tx: mpsc::Sender<Bytes>,
+    format: Format,
+}
+
+impl Follower {
+    async fn run(mut self, mut live: broadcast::Receiver<Arc<Envelope>>) {
+        let mut resyncs = self.state.hub.resyncs();
+        if self.format == Format::Sse
+            && self
+                .tx
+                .send(Bytes::from(format!("retry: {}\n\n", RETRY.as_millis())))
+                .await
+                .is_err()
+        {
+            return;
+        }
+        if let Flow::Done = self.catch_up().await {
+            return;
+        }
+        let shutdown = self.state.shutdown.clone();
+        let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
+        keep_alive.reset();
+        loop {
+            let flow = tokio::select! {
+                _ = shutdown.cancelled() => Flow::Done,
+                _ = self.tx.closed() => Flow::Done,
+                received = live.recv() => match received {
+                    Ok(event) if event.sequence <= self.last => Flow::Continue,
+                    Ok(event) if event.sequence == self.last + 1 => self.send(&event).await,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await,
+                    Err(broadcast::error::RecvError::Closed) => Flow::Done,
+                },
+                _ = resyncs.changed() => self.catch_up().await,
+                _ = tokio::time::sleep(QUIET_CHECK) => self.catch_up().await,
+                _ = keep_alive.tick(), if self.format == Format::Sse => self.comment().await,
+            };
+            if let Flow::Done = flow {
+                return;
+            }
+        }
+    }
+
+    /// Sends everything after `last` from the database.
+    async fn catch_up(&mut self) -> Flow {
+        loop {
+            let page = match self.followed.page(&self.state, self.last).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, stream = ?self.followed, "catching up failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let full = page.len() as i64 == MAX_PAGE;
+            for event in &page {
+                if let Flow::Done = self.send(event).await {
+                    return Flow::Done;
+                }
+            }
+            if !full {
+                return Flow::Continue;
+            }
+        }
+    }
+
+    async fn send(&mut self, event: &Envelope) -> Flow {
+        let json = serde_json::to_string(event).expect("an envelope serializes");
+        let frame = match self.format {
+            Format::Sse => format!(
+                "id: {}\nevent: {}\ndata: {json}\n\n",
+                event.sequence, event.kind
+            ),
+            Format::Ndjson => format!("{json}\n"),
+        };
+        if self.tx.send(Bytes::from(frame)).await.is_err() {
+            return Flow::Done;
+        }
+        self.last = event.sequence;
+        if self.followed.is_end(event) {
+            Flow::Done
+        } else {
+            Flow::Continue
+        }
+    }
+
+    async fn comment(&mut self) -> Flow {
+        match self.tx.send(Bytes::from_static(b": keep-alive\n\n")).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Done,
+        }
+    }
+}

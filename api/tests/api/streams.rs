@@ -1,0 +1,233 @@
+use crate::configurations::config_package;
+use crate::helpers::{Options, TestApp, assert_problem, follow_url, ok_json};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// The template configuration, plus `lines` lines printed during each run
+/// (`delay_s` apart), so runs produce many console events.
+fn chatty_package(lines: usize, delay_s: f64) -> Vec<u8> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/templates/config");
+    let columns = std::fs::read_to_string(root.join("src/ade_config/columns.py")).unwrap();
+    let extra = format!(
+        "\nimport os as _os, time as _time\nif _os.environ.get('ADE_EVENTS_FD'):\n    for _i in range({lines}):\n        print(f'line {{_i}}', flush=True)\n        if {delay_s}:\n            _time.sleep({delay_s})\n"
+    );
+    config_package(&(columns + &extra))
+}
+
+async fn chatty_setup(app: &TestApp, lines: usize, delay_s: f64) -> (String, String) {
+    let ws = app.create_workspace().await;
+    let ws = ws["id"].as_str().unwrap();
+    let config = ok_json(
+        app.upload_configuration(ws, chatty_package(lines, delay_s))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let doc = app.upload_sample(ws).await;
+    (
+        config["id"].as_str().unwrap().to_owned(),
+        doc["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn logfile(app: &TestApp, id: &str) -> Vec<Value> {
+    let text = app
+        .get(&format!("/api/v1/runs/{id}/logfile"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn followers_from_before_the_start_see_exactly_the_log_file() {
+    let mut app = TestApp::with(Options::default()).await;
+    let (config, doc) = chatty_setup(&app, 300, 0.0).await;
+    let run = app.submit(&config, json!({"document_ids": [doc]})).await;
+    let id = run["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/runs/{id}/events?stream=true");
+    let sse = tokio::spawn(follow_url(app.url(&path).leak(), true, None));
+    let ndjson = tokio::spawn(follow_url(app.url(&path).leak(), false, None));
+    // The followers are waiting on a queued run; now a worker picks it up.
+    app.start_worker("late", None).await;
+    let (sse, ndjson) = (sse.await.unwrap(), ndjson.await.unwrap());
+    let log = logfile(&app, &id).await;
+    assert_eq!(log.last().unwrap()["type"], "run.completed");
+    assert!(log.len() > 300, "{} events", log.len());
+    assert_eq!(sse, log, "SSE follower saw every event once, in order");
+    assert_eq!(
+        ndjson, log,
+        "NDJSON follower saw every event once, in order"
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_stream_resumes_after_last_event_id() {
+    let app = TestApp::spawn().await;
+    let (config, doc) = app.sample_setup().await;
+    let run = app.submit(&config, json!({"document_ids": [doc]})).await;
+    let id = run["id"].as_str().unwrap();
+    app.wait_for_run(id).await;
+    let log = logfile(&app, id).await;
+    let path = format!("/api/v1/runs/{id}/events?stream=true");
+    let resumed = app.follow(&path, true, Some(5)).await;
+    assert_eq!(
+        resumed,
+        log[5..].to_vec(),
+        "continues exactly after sequence 5"
+    );
+    let by_query = app
+        .follow(&format!("{path}&after_sequence=7"), false, None)
+        .await;
+    assert_eq!(by_query, log[7..].to_vec());
+    // A follower arriving after the end gets the replay and the end.
+    assert_eq!(app.follow(&path, false, None).await, log);
+    let bad = reqwest::Client::new()
+        .get(app.url(&path))
+        .header("last-event-id", "abc")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(bad, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn followers_on_two_api_instances_see_every_event() {
+    let mut app = TestApp::with(Options::default()).await;
+    let second = app.spawn_api().await;
+    let (config, doc) = chatty_setup(&app, 500, 0.0).await;
+    let run = app.submit(&config, json!({"document_ids": [doc]})).await;
+    let id = run["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/runs/{id}/events?stream=true");
+    let first = tokio::spawn(follow_url(app.url(&path).leak(), true, None));
+    let other = tokio::spawn(follow_url(format!("{second}{path}").leak(), true, None));
+    app.start_worker("w", None).await;
+    let log_first = first.await.unwrap();
+    let log_other = other.await.unwrap();
+    let log = logfile(&app, &id).await;
+    assert_eq!(log_first, log);
+    assert_eq!(log_other, log);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn fifty_followers_of_one_run_all_see_every_event() {
+    let mut app = TestApp::with(Options::default()).await;
+    let (config, doc) = chatty_setup(&app, 200, 0.0).await;
+    let run = app.submit(&config, json!({"document_ids": [doc]})).await;
+    let id = run["id"].as_str().unwrap().to_owned();
+    let url: &'static str = app
+        .url(&format!("/api/v1/runs/{id}/events?stream=true"))
+        .leak();
+    let followers: Vec<_> = (0..50)
+        .map(|n| tokio::spawn(follow_url(url, n % 2 == 0, None)))
+        .collect();
+    app.start_worker("w", None).await;
+    let mut seen = Vec::new();
+    for f in followers {
+        seen.push(f.await.unwrap());
+    }
+    let log = logfile(&app, &id).await;
+    assert!(
+        seen.iter().all(|s| *s == log),
+        "every follower got the whole log"
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn followers_survive_broker_connections_closing_mid_run() {
+    let app = TestApp::spawn().await;
+    let (config, doc) = chatty_setup(&app, 400, 0.005).await;
+    let run = app.submit(&config, json!({"document_ids": [doc]})).await;
+    let id = run["id"].as_str().unwrap().to_owned();
+    let url: &'static str = app
+        .url(&format!("/api/v1/runs/{id}/events?stream=true"))
+        .leak();
+    let followers: Vec<_> = (0..4)
+        .map(|n| tokio::spawn(follow_url(url, n % 2 == 0, None)))
+        .collect();
+    // Wait until the engine is printing, then cut every connection of this test.
+    let start = std::time::Instant::now();
+    while !app
+        .all_events(&id)
+        .await
+        .iter()
+        .any(|e| e["type"] == "console.line" && e["payload"]["scope"] == "run")
+    {
+        assert!(start.elapsed() < crate::helpers::DEADLINE);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        app.close_broker_connections() >= 2,
+        "the API's and the worker's connections were closed"
+    );
+    let run = app.wait_for_run(&id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let log = logfile(&app, &id).await;
+    for f in followers {
+        assert_eq!(f.await.unwrap(), log);
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn creating_with_stream_true_returns_the_stream() {
+    let app = TestApp::spawn().await;
+    let (config, doc) = app.sample_setup().await;
+    let res = reqwest::Client::new()
+        .post(app.url(&format!("/api/v1/configs/{config}/runs")))
+        .header("accept", "text/event-stream")
+        .json(&json!({"stream": true, "options": {"document_ids": [doc]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+    let body = res.text().await.unwrap();
+    assert!(body.contains("event: run.completed"), "{body}");
+    let id = location.rsplit('/').next().unwrap();
+    assert_eq!(app.run(id).await["status"], "succeeded");
+
+    let ws = app.run(id).await["workspace_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = app
+        .post_json(
+            &format!("/api/v1/workspaces/{ws}/configurations/{config}/builds"),
+            &json!({"stream": true, "options": {"force": true}}),
+        )
+        .await;
+    assert_eq!(res.headers()["content-type"], "application/x-ndjson");
+    let events: Vec<Value> = res
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.first().unwrap()["type"], "build.created");
+    assert_eq!(events.last().unwrap()["type"], "build.completed");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn following_an_unknown_run_or_build_is_404() {
+    let app = TestApp::with(Options::default()).await;
+    let unknown = uuid::Uuid::now_v7();
+    let res = app
+        .get(&format!("/api/v1/runs/{unknown}/events?stream=true"))
+        .await;
+    assert_problem(res, StatusCode::NOT_FOUND, "run_not_found").await;
+    let res = app
+        .get(&format!("/api/v1/builds/{unknown}/events?stream=true"))
+        .await;
+    assert_problem(res, StatusCode::NOT_FOUND, "build_not_found").await;
+    app.finish().await;
+}
