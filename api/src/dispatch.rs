@@ -46,13 +46,23 @@ pub async fn offer(state: &AppState, kind: JobKind, id: Uuid) -> bool {
     true
 }
 
-/// Every few seconds, publishes queued jobs that were never confirmed on the broker.
+/// Every few seconds: reaps runs whose worker was lost, and publishes queued
+/// jobs that were never confirmed on the broker.
 pub async fn redispatch_loop(state: AppState, stop: CancellationToken) {
     let mut tick = tokio::time::interval(GRACE);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        match ade_common::reaper::reap(&state.pool, state.settings.common.max_attempts).await {
+            Ok(reaped) => {
+                state.events.publish(reaped.events);
+                for id in reaped.requeued {
+                    offer_run(&state, id).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reaping failed"),
         }
         match undispatched(&state).await {
             Ok(jobs) => {

@@ -8,6 +8,7 @@
 //! - [`builds`]: finding or creating the build a configuration needs.
 //! - [`events`]: the event envelope and gapless, transactional appends.
 //! - [`runs`]: run options, statuses and failures.
+//! - [`reaper`]: requeueing or failing runs whose worker was lost.
 //! - [`storage`]: where documents and outputs live under `ADE_DATA_DIR`.
 //! - [`telemetry`]: tracing setup (text or JSON).
 //! - [`time_fmt`]: the one timestamp format used on the wire.
@@ -18,6 +19,7 @@ pub mod db;
 pub mod events;
 pub mod identity;
 pub mod ids;
+pub mod reaper;
 pub mod runs;
 pub mod settings;
 pub mod storage;

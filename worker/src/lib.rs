@@ -8,6 +8,8 @@
 //! - [`cache`]: build and in-use locks, and the collector of unused venvs.
 //! - [`engine`]: inputs, the engine subprocess, and its events.
 //! - [`process`]: guarded subprocesses (process group, deadline, cancel).
+//! - [`stop`]: why an in-flight run is stopped early (cancel, lost lease, shutdown).
+//! - [`fleet`]: this worker's heartbeat and the reaper of lost runs.
 //! - [`events`]: batched, gapless event writes for one run.
 //!
 //! [`Worker::build`] prepares everything; [`Worker::run`] consumes until its
@@ -16,11 +18,13 @@
 pub mod builds;
 pub mod cache;
 pub mod engine;
+pub mod fleet;
 pub mod events;
 pub mod process;
 pub mod queue;
 pub mod runs;
 pub mod settings;
+pub mod stop;
 pub mod venv;
 
 use ade_common::amqp::Topology;
@@ -28,6 +32,7 @@ use ade_common::storage::DataDir;
 use anyhow::Context as _;
 use settings::WorkerSettings;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -52,6 +57,14 @@ pub struct Context {
     pub data_dir: DataDir,
     /// Publishes committed events to the events fanout.
     pub events: ade_common::amqp::EventPublisher,
+    /// Publishes run jobs (runs the reaper requeues).
+    pub jobs: Arc<ade_common::amqp::Publisher>,
+    /// The runs in flight here.
+    pub running: stop::Running,
+    /// Runs at once.
+    pub concurrency: u16,
+    /// Attempts before a lost run fails.
+    pub max_attempts: u32,
 }
 
 impl Context {
@@ -96,6 +109,14 @@ impl Worker {
             }),
             identity: Arc::new(identity),
             data_dir: DataDir::new(&settings.common.data_dir),
+            jobs: Arc::new(ade_common::amqp::Publisher::new(
+                settings.common.amqp_url.clone(),
+                format!("{}:{}:jobs", settings.common.amqp_prefix, settings.worker_id()),
+                Topology::new(settings.common.amqp_prefix.clone()),
+            )),
+            running: stop::Running::default(),
+            concurrency: settings.concurrency(),
+            max_attempts: settings.common.max_attempts,
             events: ade_common::amqp::EventPublisher::spawn(
                 settings.common.amqp_url.clone(),
                 format!(
@@ -121,11 +142,11 @@ impl Worker {
             max_bytes: self.settings.venvs_max_bytes,
             max_age: Duration::from_secs(self.settings.venvs_max_age_seconds),
         };
-        let collector = tokio::spawn(collect_loop(
-            self.ctx.venvs.root.clone(),
-            limits,
-            shutdown.clone(),
-        ));
+        let cache_bytes = Arc::new(AtomicU64::new(0));
+        let root = self.ctx.venvs.root.clone();
+        let collector = tokio::spawn(collect_loop(root, limits, cache_bytes.clone(), shutdown.clone()));
+        let heartbeat = tokio::spawn(fleet::heartbeat_loop(self.ctx.clone(), cache_bytes, shutdown.clone()));
+        let reaper = tokio::spawn(fleet::reap_loop(self.ctx.clone(), shutdown.clone()));
         let consumer = queue::Consumer {
             ctx: self.ctx,
             url: self.settings.common.amqp_url.clone(),
@@ -135,6 +156,8 @@ impl Worker {
         };
         consumer.run(shutdown).await;
         collector.await?;
+        reaper.await?;
+        heartbeat.await?;
         Ok(())
     }
 }
@@ -142,25 +165,21 @@ impl Worker {
 /// How often the venv cache is collected.
 const COLLECT_EVERY: Duration = Duration::from_secs(60);
 
-/// Keeps the venv cache within its limits until `shutdown`.
-async fn collect_loop(
-    root: std::path::PathBuf,
-    limits: cache::Limits,
-    shutdown: CancellationToken,
-) {
+/// Keeps the venv cache within its limits until `shutdown`; `bytes` tracks its size.
+async fn collect_loop(root: std::path::PathBuf, limits: cache::Limits, bytes: Arc<AtomicU64>, shutdown: CancellationToken) {
     loop {
+        match cache::collect(root.clone(), limits).await {
+            Ok(c) => {
+                bytes.store(c.bytes_left, Ordering::Relaxed);
+                if c.removed > 0 {
+                    tracing::info!(removed = c.removed, bytes_left = c.bytes_left, "venv cache collected");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "venv cache collection failed"),
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(COLLECT_EVERY) => {}
-        }
-        match cache::collect(root.clone(), limits).await {
-            Ok(c) if c.removed > 0 => tracing::info!(
-                removed = c.removed,
-                bytes_left = c.bytes_left,
-                "venv cache collected"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "venv cache collection failed"),
         }
     }
 }

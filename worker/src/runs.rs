@@ -9,12 +9,12 @@
 
 use crate::Context;
 use crate::events::Stream;
+use crate::stop::{Reason, Stop};
 use ade_common::events::{NewEvent, Source, append_run_events};
 use ade_common::runs::{Failure, RunOptions};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// A run this worker owns.
@@ -48,6 +48,11 @@ pub struct Completion {
 }
 
 impl Completion {
+    /// A cancelled run.
+    pub fn cancelled() -> Self {
+        Self { status: "cancelled", exit_code: None, failure: None, outputs: vec![], summary: json!({}) }
+    }
+
     /// A failed run.
     pub fn failed(exit_code: i32, failure: Failure) -> Self {
         Self {
@@ -67,6 +72,10 @@ pub enum Outcome {
     Completed,
     /// Nothing to do: already claimed, finished, or unknown.
     NotClaimed,
+    /// The run was handed back to the queue (shutdown); requeue the message.
+    HandedBack,
+    /// Another attempt owns the run now; nothing was written.
+    Lost,
 }
 
 /// Claims and executes one run. Errors mean the database failed us; the
@@ -77,32 +86,41 @@ pub async fn process_one(ctx: &Context, run_id: Uuid) -> anyhow::Result<Outcome>
     };
     let span = tracing::info_span!("run", run.id = %run_id, worker.id = %ctx.worker_id, attempt = claim.attempt);
     tracing::info!(parent: &span, "claimed");
-    let stop = CancellationToken::new();
-    let lease = tokio::spawn(renew_lease(ctx.clone(), claim.clone(), stop.clone()));
+    let (stop, _registration) = ctx.running.register(run_id);
+    let supervisor = tokio::spawn(supervise(ctx.clone(), claim.clone(), stop.clone()));
     let events = Arc::new(ctx.sink(Stream::Run(run_id)));
     // On its own task, so a panic becomes a failed run rather than a dead worker.
     let job = tokio::spawn({
-        let (ctx, claim, events, stop) = (ctx.clone(), claim.clone(), events.clone(), stop.clone());
-        async move { crate::engine::execute(&ctx, &claim, &events, stop).await }
+        let (ctx, claim, events, token) = (ctx.clone(), claim.clone(), events.clone(), stop.token());
+        async move { crate::engine::execute(&ctx, &claim, &events, token).await }
     });
-    let completion = job.await.unwrap_or_else(|e| {
+    let mut completion = job.await.unwrap_or_else(|e| {
         tracing::error!(run.id = %run_id, error = %e, "the run's task failed");
-        Completion::failed(
-            2,
-            Failure::new(
-                "worker",
-                "worker_error",
-                format!("the worker failed unexpectedly: {e}"),
-            ),
-        )
+        let message = format!("the worker failed unexpectedly: {e}");
+        Completion::failed(2, Failure::new("worker", "worker_error", message))
     });
-    if let Ok(events) = Arc::into_inner(events).ok_or(()) {
+    if let Some(events) = Arc::into_inner(events) {
         events.finish().await;
     }
-    lease.abort();
-    let written = complete(ctx, &claim, &completion).await?;
-    tracing::info!(parent: &span, status = completion.status, exit_code = ?completion.exit_code, written, "finished");
-    Ok(Outcome::Completed)
+    supervisor.abort();
+    let outcome = match stop.reason() {
+        Some(Reason::LeaseLost) => Outcome::Lost,
+        Some(Reason::HandBack) => {
+            hand_back(ctx, &claim).await?;
+            Outcome::HandedBack
+        }
+        Some(Reason::Cancelled) => {
+            completion = Completion::cancelled();
+            complete(ctx, &claim, &completion).await?;
+            Outcome::Completed
+        }
+        None => {
+            complete(ctx, &claim, &completion).await?;
+            Outcome::Completed
+        }
+    };
+    tracing::info!(parent: &span, status = completion.status, exit_code = ?completion.exit_code, ?outcome, "finished");
+    Ok(outcome)
 }
 
 async fn claim(ctx: &Context, run_id: Uuid) -> anyhow::Result<Option<Claim>> {
@@ -127,40 +145,82 @@ async fn claim(ctx: &Context, run_id: Uuid) -> anyhow::Result<Option<Claim>> {
     }))
 }
 
-/// Renews the lease every third of it; stops the run if it is no longer ours.
-async fn renew_lease(ctx: Context, claim: Claim, stop: CancellationToken) {
-    let every = ctx.lease / 3;
+/// How often a running run looks for a cancel request in the database (the
+/// control exchange is the fast path; this is the fallback).
+const CANCEL_POLL: Duration = Duration::from_secs(1);
+
+/// Beside a running run: renews its lease every third of it, and stops it
+/// when it is cancelled or no longer ours.
+async fn supervise(ctx: Context, claim: Claim, stop: Stop) {
+    let renew_every = (ctx.lease / 3).max(CANCEL_POLL);
+    let mut last_renewal = tokio::time::Instant::now();
     loop {
-        tokio::time::sleep(every).await;
-        let renewed = async {
-            let db = ctx.pool.get().await?;
-            let n = db
-                .execute(
-                    "UPDATE runs SET lease_expires_at = now() + make_interval(secs => $4)
-                     WHERE id = $1 AND worker_id = $2 AND attempt = $3
-                       AND status IN ('running', 'waiting_for_build')",
-                    &[
-                        &claim.run_id,
-                        &ctx.worker_id,
-                        &claim.attempt,
-                        &ctx.lease.as_secs_f64(),
-                    ],
-                )
-                .await?;
-            anyhow::Ok(n == 1)
-        };
-        match renewed.await {
-            Ok(true) => {}
-            Ok(false) => {
+        tokio::time::sleep(CANCEL_POLL).await;
+        let renew = last_renewal.elapsed() >= renew_every;
+        match check(&ctx, &claim, renew).await {
+            Ok(Check::Ours) => {
+                if renew {
+                    last_renewal = tokio::time::Instant::now();
+                }
+            }
+            Ok(Check::Cancelled) => {
+                tracing::info!(run.id = %claim.run_id, "cancel requested; stopping the run");
+                stop.stop(Reason::Cancelled);
+            }
+            Ok(Check::Lost) => {
                 tracing::warn!(run.id = %claim.run_id, "lease lost; stopping the run");
-                stop.cancel();
+                stop.stop(Reason::LeaseLost);
                 return;
             }
-            Err(e) => {
-                tracing::warn!(run.id = %claim.run_id, error = %e, "lease renewal failed; retrying")
-            }
+            Err(e) => tracing::warn!(run.id = %claim.run_id, error = %e, "lease check failed; retrying"),
         }
     }
+}
+
+enum Check {
+    Ours,
+    Cancelled,
+    Lost,
+}
+
+/// Reads (and if `renew`, extends) the lease, and the cancel flag.
+async fn check(ctx: &Context, claim: &Claim, renew: bool) -> anyhow::Result<Check> {
+    let db = ctx.pool.get().await?;
+    let row = db
+        .query_opt(
+            "UPDATE runs SET lease_expires_at = CASE WHEN $4 THEN now() + make_interval(secs => $5)
+                                                     ELSE lease_expires_at END
+             WHERE id = $1 AND worker_id = $2 AND attempt = $3
+               AND status IN ('running', 'waiting_for_build')
+             RETURNING cancel_requested_at IS NOT NULL",
+            &[&claim.run_id, &ctx.worker_id, &claim.attempt, &renew, &ctx.lease.as_secs_f64()],
+        )
+        .await?;
+    Ok(match row {
+        None => Check::Lost,
+        Some(row) if row.get::<_, bool>(0) => Check::Cancelled,
+        Some(_) => Check::Ours,
+    })
+}
+
+/// Puts a run this worker could not finish back in the queue, same attempt.
+async fn hand_back(ctx: &Context, claim: &Claim) -> anyhow::Result<()> {
+    let mut db = ctx.pool.get().await?;
+    let tx = db.transaction().await?;
+    let n = tx
+        .execute(
+            "UPDATE runs SET status = 'queued', worker_id = NULL, lease_expires_at = NULL, started_at = NULL
+             WHERE id = $1 AND worker_id = $2 AND attempt = $3 AND status IN ('running', 'waiting_for_build')",
+            &[&claim.run_id, &ctx.worker_id, &claim.attempt],
+        )
+        .await?;
+    if n == 1 {
+        let payload = json!({"reason": format!("worker {} is shutting down", ctx.worker_id), "next_attempt": claim.attempt});
+        let written = append_run_events(&tx, claim.run_id, &[NewEvent::new("run.retry", Source::Worker, payload)]).await?;
+        tx.commit().await?;
+        ctx.events.publish(written);
+    }
+    Ok(())
 }
 
 /// Writes the terminal state and `run.completed` in one transaction.
@@ -190,7 +250,7 @@ async fn try_complete(ctx: &Context, claim: &Claim, c: &Completion) -> anyhow::R
     let row = tx
         .query_opt(
             "UPDATE runs SET status = $2, exit_code = $3, failure = $4, completed_at = now(), lease_expires_at = NULL
-             WHERE id = $1 AND status = 'running' AND worker_id = $5 AND attempt = $6
+             WHERE id = $1 AND status IN ('running', 'waiting_for_build') AND worker_id = $5 AND attempt = $6
              RETURNING started_at, completed_at",
             &[&claim.run_id, &c.status, &c.exit_code, &failure, &ctx.worker_id, &claim.attempt],
         )

@@ -10,6 +10,7 @@ pub mod configurations;
 pub mod documents;
 pub mod health;
 pub mod multipart;
+pub mod operations;
 pub mod runs;
 pub mod streams;
 pub mod workspaces;
@@ -39,9 +40,13 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(builds::routes(state.clone()))
         .unify()
+        .or(operations::routes(state.clone()))
+        .unify()
         .or(openapi())
         .unify();
-    health::routes(state)
+    health::routes(state.clone())
+        .or(operations::metrics_route(state))
+        .unify()
         .or(api.and(v1))
         .unify()
         .recover(crate::error::recover)

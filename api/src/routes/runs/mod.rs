@@ -1,5 +1,6 @@
 //! `/runs` and `/configs/{id}/runs`: creating, reading and listing runs.
 
+mod cancel;
 mod create;
 pub mod events;
 pub mod outputs;
@@ -34,7 +35,9 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(events::routes(state.clone()))
         .unify()
-        .or(outputs::routes(state))
+        .or(outputs::routes(state.clone()))
+        .unify()
+        .or(cancel::routes(state))
         .unify()
         .boxed()
 }

@@ -1,0 +1,130 @@
+//! `GET /api/v1/workers`, `GET /api/v1/queue` and `GET /metrics`.
+
+use super::{json, with};
+use crate::error::ApiError;
+use crate::state::AppState;
+use ade_common::time_fmt::serde_ts;
+use serde::Serialize;
+use std::fmt::Write as _;
+use time::OffsetDateTime;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Filter;
+
+/// A worker counts as live while its heartbeat is younger than this.
+const LIVE_SECONDS: f64 = 30.0;
+
+#[derive(Serialize)]
+struct Worker {
+    id: String,
+    host: String,
+    concurrency: i32,
+    in_flight: i32,
+    venv_cache_bytes: i64,
+    #[serde(with = "serde_ts")]
+    started_at: OffsetDateTime,
+    #[serde(with = "serde_ts")]
+    last_heartbeat_at: OffsetDateTime,
+}
+
+#[derive(Serialize)]
+struct Queue {
+    queued_runs: i64,
+    waiting_for_build_runs: i64,
+    running_runs: i64,
+    queued_builds: i64,
+    building_builds: i64,
+    oldest_queued_run_age_seconds: Option<f64>,
+}
+
+/// The `/api/v1` operations routes (workers, queue).
+pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let workers = warp::path!("workers").and(warp::get()).and(with(state.clone())).then(workers);
+    let queue = warp::path!("queue").and(warp::get()).and(with(state)).then(queue);
+    workers.or(queue).unify().map(warp::Reply::into_response).boxed()
+}
+
+/// `/metrics`, at the root.
+pub fn metrics_route(state: AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("metrics").and(warp::get()).and(with(state)).then(metrics).map(warp::Reply::into_response).boxed()
+}
+
+async fn workers(state: AppState) -> Result<Response, ApiError> {
+    let rows = state
+        .db()
+        .await?
+        .query(
+            "SELECT id, host, concurrency, in_flight, venv_cache_bytes, started_at, heartbeat_at FROM workers
+             WHERE heartbeat_at > now() - make_interval(secs => $1) ORDER BY id",
+            &[&LIVE_SECONDS],
+        )
+        .await?;
+    let items: Vec<Worker> = rows
+        .iter()
+        .map(|r| Worker {
+            id: r.get(0),
+            host: r.get(1),
+            concurrency: r.get(2),
+            in_flight: r.get(3),
+            venv_cache_bytes: r.get(4),
+            started_at: r.get(5),
+            last_heartbeat_at: r.get(6),
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &serde_json::json!({ "items": items })))
+}
+
+async fn queue_state(state: &AppState) -> Result<Queue, ApiError> {
+    let row = state
+        .db()
+        .await?
+        .query_one(
+            "SELECT
+               (SELECT count(*) FROM runs WHERE status = 'queued'),
+               (SELECT count(*) FROM runs WHERE status = 'waiting_for_build'),
+               (SELECT count(*) FROM runs WHERE status = 'running'),
+               (SELECT count(*) FROM builds WHERE status = 'queued'),
+               (SELECT count(*) FROM builds WHERE status = 'building'),
+               (SELECT extract(epoch FROM now() - min(created_at))::float8 FROM runs WHERE status = 'queued')",
+            &[],
+        )
+        .await?;
+    Ok(Queue {
+        queued_runs: row.get(0),
+        waiting_for_build_runs: row.get(1),
+        running_runs: row.get(2),
+        queued_builds: row.get(3),
+        building_builds: row.get(4),
+        oldest_queued_run_age_seconds: row.get(5),
+    })
+}
+
+async fn queue(state: AppState) -> Result<Response, ApiError> {
+    Ok(json(StatusCode::OK, &queue_state(&state).await?))
+}
+
+async fn metrics(state: AppState) -> Result<Response, ApiError> {
+    let q = queue_state(&state).await?;
+    let live: i64 = state
+        .db()
+        .await?
+        .query_one("SELECT count(*) FROM workers WHERE heartbeat_at > now() - make_interval(secs => $1)", &[&LIVE_SECONDS])
+        .await?
+        .get(0);
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, value: f64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+    };
+    gauge("ade_runs_queued", "Runs waiting for a worker.", q.queued_runs as f64);
+    gauge("ade_runs_waiting_for_build", "Runs waiting for their build.", q.waiting_for_build_runs as f64);
+    gauge("ade_runs_running", "Runs being executed.", q.running_runs as f64);
+    gauge("ade_builds_queued", "Builds waiting for a worker.", q.queued_builds as f64);
+    gauge("ade_builds_building", "Builds in progress.", q.building_builds as f64);
+    gauge("ade_queue_oldest_run_age_seconds", "Age of the oldest queued run (the autoscaling signal).", q.oldest_queued_run_age_seconds.unwrap_or(0.0));
+    gauge("ade_workers_live", "Workers with a recent heartbeat.", live as f64);
+    gauge("ade_api_followed_streams", "Streams with live followers on this API instance.", state.hub.streams() as f64);
+    let mut res = Response::new(out.into());
+    res.headers_mut().insert("content-type", "text/plain; version=0.0.4".parse().expect("valid header"));
+    Ok(res)
+}

@@ -1,0 +1,83 @@
+//! This worker in the fleet: its heartbeat row, and its share of reaping.
+//!
+//! The heartbeat keeps a `workers` row fresh (host, concurrency, runs in
+//! flight, venv cache size) for `GET /api/v1/workers`; the row is removed on
+//! a clean exit and simply goes stale when the worker is killed. Every worker
+//! also runs the reaper; `SKIP LOCKED` lets them all do so at once.
+
+use crate::Context;
+use ade_common::amqp::{JobKind, JobMessage};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often the heartbeat row is refreshed.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often this worker reaps runs with expired leases.
+pub const REAP_EVERY: Duration = Duration::from_secs(2);
+
+/// Refreshes this worker's row until `shutdown`, then removes it.
+pub async fn heartbeat_loop(ctx: Context, cache_bytes: Arc<AtomicU64>, shutdown: CancellationToken) {
+    loop {
+        if let Err(e) = beat(&ctx, cache_bytes.load(Ordering::Relaxed)).await {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(HEARTBEAT) => {}
+        }
+    }
+    // Wait for in-flight runs (drain) before leaving the fleet.
+    while !ctx.running.is_empty() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if let Ok(db) = ctx.pool.get().await {
+        let _ = db.execute("DELETE FROM workers WHERE id = $1", &[&ctx.worker_id]).await;
+    }
+}
+
+async fn beat(ctx: &Context, cache_bytes: u64) -> anyhow::Result<()> {
+    let db = ctx.pool.get().await?;
+    db.execute(
+        "INSERT INTO workers (id, host, concurrency, in_flight, venv_cache_bytes)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (id) DO UPDATE SET host = $2, concurrency = $3, in_flight = $4,
+             venv_cache_bytes = $5, heartbeat_at = now()",
+        &[&ctx.worker_id, &ctx.host, &i32::from(ctx.concurrency), &(ctx.running.len() as i32), &(cache_bytes as i64)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Reaps runs with expired leases until `shutdown`, offering requeued runs to the broker.
+pub async fn reap_loop(ctx: Context, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(REAP_EVERY) => {}
+        }
+        match ade_common::reaper::reap(&ctx.pool, ctx.max_attempts).await {
+            Ok(reaped) => {
+                ctx.events.publish(reaped.events);
+                for id in reaped.requeued {
+                    tracing::info!(run.id = %id, "requeued a run whose worker was lost");
+                    offer(&ctx, id).await;
+                }
+                if reaped.failed > 0 {
+                    tracing::warn!(runs = reaped.failed, "failed runs whose workers were lost too often");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reaping failed"),
+        }
+    }
+}
+
+/// Publishes a requeued run; if the broker is away the API's redispatcher does it later.
+async fn offer(ctx: &Context, id: uuid::Uuid) {
+    if ctx.jobs.publish_job(JobMessage { kind: JobKind::Run, id }).await.is_ok() {
+        if let Ok(db) = ctx.pool.get().await {
+            let _ = db.execute("UPDATE runs SET dispatched_at = now() WHERE id = $1", &[&id]).await;
+        }
+    }
+}
