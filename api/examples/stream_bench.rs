@@ -18,8 +18,16 @@ const IDLE: usize = 5_000;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
-    let bins = std::env::current_exe()?.parent().unwrap().parent().unwrap().to_owned();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let bins = std::env::current_exe()?
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned();
     let tag = uuid::Uuid::now_v7().simple().to_string();
     let db_url = format!("postgres://postgres@127.0.0.1:5432/ade_bench_{tag}");
     let data = std::env::temp_dir().join(format!("ade-bench-{tag}"));
@@ -39,18 +47,39 @@ async fn main() -> anyhow::Result<()> {
     api.kill()?;
     api.wait()?;
     let admin = ade_common::db::connect("postgres://postgres@127.0.0.1:5432/postgres").await?;
-    admin.execute(&format!("DROP DATABASE IF EXISTS ade_bench_{tag} WITH (FORCE)"), &[]).await?;
+    admin
+        .execute(
+            &format!("DROP DATABASE IF EXISTS ade_bench_{tag} WITH (FORCE)"),
+            &[],
+        )
+        .await?;
     let _ = std::fs::remove_dir_all(&data);
     result
 }
 
-async fn bench(base: &str, api_pid: u32, bins: &Path, env: &dyn Fn(&mut Command), repo: &Path) -> anyhow::Result<()> {
+async fn bench(
+    base: &str,
+    api_pid: u32,
+    bins: &Path,
+    env: &dyn Fn(&mut Command),
+    repo: &Path,
+) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     wait_ready(&client, base).await?;
     let (config, doc) = setup(&client, base, repo).await?;
-    let run = post(&client, &format!("{base}/api/v1/configs/{config}/runs"), json!({"options": {"document_ids": [doc]}})).await?;
-    let url = format!("{base}/api/v1/runs/{}/events?stream=true", run["id"].as_str().unwrap());
-    let followers: Vec<_> = (0..FOLLOWERS).map(|_| tokio::spawn(follow(url.clone()))).collect();
+    let run = post(
+        &client,
+        &format!("{base}/api/v1/configs/{config}/runs"),
+        json!({"options": {"document_ids": [doc]}}),
+    )
+    .await?;
+    let url = format!(
+        "{base}/api/v1/runs/{}/events?stream=true",
+        run["id"].as_str().unwrap()
+    );
+    let followers: Vec<_> = (0..FOLLOWERS)
+        .map(|_| tokio::spawn(follow(url.clone())))
+        .collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let baseline = rss_kb(api_pid);
     let sampler = tokio::spawn(peak_rss(api_pid));
@@ -69,26 +98,59 @@ async fn bench(base: &str, api_pid: u32, bins: &Path, env: &dyn Fn(&mut Command)
     latencies.sort_by(f64::total_cmp);
     let secs = (last.unwrap() - first.unwrap()).as_secs_f64();
     println!("run with {LINES} lines, {FOLLOWERS} SSE followers:");
-    println!("  events delivered   {delivered} in {secs:.2} s = {:.0} events/s", delivered as f64 / secs);
-    println!("  latency persist->client  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms", pct(&latencies, 50.0), pct(&latencies, 99.0), pct(&latencies, 100.0));
-    println!("  API RSS  before {:.1} MB  peak {:.1} MB", baseline as f64 / 1024.0, peak as f64 / 1024.0);
+    println!(
+        "  events delivered   {delivered} in {secs:.2} s = {:.0} events/s",
+        delivered as f64 / secs
+    );
+    println!(
+        "  latency persist->client  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        pct(&latencies, 50.0),
+        pct(&latencies, 99.0),
+        pct(&latencies, 100.0)
+    );
+    println!(
+        "  API RSS  before {:.1} MB  peak {:.1} MB",
+        baseline as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
     worker.kill()?;
     worker.wait()?;
 
     // Idle followers: a run that stays queued (no worker).
-    let run = post(&client, &format!("{base}/api/v1/configs/{config}/runs"), json!({"options": {"document_ids": [doc]}})).await?;
-    let url = format!("{base}/api/v1/runs/{}/events?stream=true", run["id"].as_str().unwrap());
+    let run = post(
+        &client,
+        &format!("{base}/api/v1/configs/{config}/runs"),
+        json!({"options": {"document_ids": [doc]}}),
+    )
+    .await?;
+    let url = format!(
+        "{base}/api/v1/runs/{}/events?stream=true",
+        run["id"].as_str().unwrap()
+    );
     let before = rss_kb(api_pid);
     let mut idle = Vec::with_capacity(IDLE);
     for _ in 0..IDLE {
-        let res = reqwest::Client::new().get(&url).header("accept", "text/event-stream").send().await?;
-        anyhow::ensure!(res.status() == 200, "idle follower refused: {}", res.status());
+        let res = reqwest::Client::new()
+            .get(&url)
+            .header("accept", "text/event-stream")
+            .send()
+            .await?;
+        anyhow::ensure!(
+            res.status() == 200,
+            "idle follower refused: {}",
+            res.status()
+        );
         idle.push(res);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kb(api_pid);
     println!("{IDLE} idle SSE followers:");
-    println!("  API RSS  before {:.1} MB  with followers {:.1} MB  (+{:.1} KB per follower)", before as f64 / 1024.0, after as f64 / 1024.0, (after - before) as f64 / IDLE as f64);
+    println!(
+        "  API RSS  before {:.1} MB  with followers {:.1} MB  (+{:.1} KB per follower)",
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        (after - before) as f64 / IDLE as f64
+    );
     drop(idle);
     Ok(())
 }
@@ -101,24 +163,41 @@ struct Followed {
 
 /// Follows an SSE stream to its end, timing each event against its `created_at`.
 async fn follow(url: String) -> anyhow::Result<Followed> {
-    let res = reqwest::Client::new().get(&url).header("accept", "text/event-stream").send().await?;
+    let res = reqwest::Client::new()
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .send()
+        .await?;
     let mut body = res.bytes_stream();
     let mut buf = Vec::new();
-    let mut out = Followed { latencies_ms: Vec::with_capacity(LINES + 100), first: Instant::now(), last: Instant::now() };
+    let mut out = Followed {
+        latencies_ms: Vec::with_capacity(LINES + 100),
+        first: Instant::now(),
+        last: Instant::now(),
+    };
     let mut started = false;
     while let Some(chunk) = body.next().await {
         buf.extend_from_slice(&chunk?);
         while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
             let frame: Vec<u8> = buf.drain(..end + 2).collect();
-            let Some(data) = frame.split(|b| *b == b'\n').find_map(|l| l.strip_prefix(b"data: ")) else { continue };
+            let Some(data) = frame
+                .split(|b| *b == b'\n')
+                .find_map(|l| l.strip_prefix(b"data: "))
+            else {
+                continue;
+            };
             let event: Value = serde_json::from_slice(data)?;
             let now = time::OffsetDateTime::now_utc();
-            let created = time::OffsetDateTime::parse(event["created_at"].as_str().unwrap(), &time::format_description::well_known::Rfc3339)?;
+            let created = time::OffsetDateTime::parse(
+                event["created_at"].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )?;
             if !started && event["type"] == "console.line" {
                 started = true;
                 out.first = Instant::now();
             }
-            out.latencies_ms.push((now - created).as_seconds_f64() * 1000.0);
+            out.latencies_ms
+                .push((now - created).as_seconds_f64() * 1000.0);
             out.last = Instant::now();
         }
     }
@@ -136,7 +215,11 @@ async fn peak_rss(pid: u32) {
 
 fn rss_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches(" kB").parse().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap_or(0)
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -144,7 +227,9 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn spawn(bin: &PathBuf, env: &dyn Fn(&mut Command)) -> anyhow::Result<Child> {
@@ -155,7 +240,12 @@ fn spawn(bin: &PathBuf, env: &dyn Fn(&mut Command)) -> anyhow::Result<Child> {
 
 async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     for _ in 0..300 {
-        if client.get(format!("{base}/health/ready")).send().await.is_ok_and(|r| r.status() == 200) {
+        if client
+            .get(format!("{base}/health/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -170,27 +260,56 @@ async fn post(client: &reqwest::Client, url: &str, body: Value) -> anyhow::Resul
 }
 
 /// A workspace, a configuration that prints LINES lines per run, and the sample document.
-async fn setup(client: &reqwest::Client, base: &str, repo: &Path) -> anyhow::Result<(String, String)> {
-    let ws = post(client, &format!("{base}/api/v1/workspaces"), json!({"name": "bench"})).await?;
+async fn setup(
+    client: &reqwest::Client,
+    base: &str,
+    repo: &Path,
+) -> anyhow::Result<(String, String)> {
+    let ws = post(
+        client,
+        &format!("{base}/api/v1/workspaces"),
+        json!({"name": "bench"}),
+    )
+    .await?;
     let ws = ws["id"].as_str().unwrap();
     let template = repo.join("engine/templates/config");
     let columns = std::fs::read_to_string(template.join("src/ade_config/columns.py"))?
-        + &format!("\nimport os as _os\nif _os.environ.get('ADE_EVENTS_FD'):\n    for _i in range({LINES}):\n        print(f'line {{_i}}')\n");
+        + &format!(
+            "\nimport os as _os\nif _os.environ.get('ADE_EVENTS_FD'):\n    for _i in range({LINES}):\n        print(f'line {{_i}}')\n"
+        );
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     for (name, body) in [
-        ("pyproject.toml", std::fs::read_to_string(template.join("pyproject.toml"))?),
-        ("README.md", std::fs::read_to_string(template.join("README.md"))?),
-        ("src/ade_config/__init__.py", std::fs::read_to_string(template.join("src/ade_config/__init__.py"))?),
+        (
+            "pyproject.toml",
+            std::fs::read_to_string(template.join("pyproject.toml"))?,
+        ),
+        (
+            "README.md",
+            std::fs::read_to_string(template.join("README.md"))?,
+        ),
+        (
+            "src/ade_config/__init__.py",
+            std::fs::read_to_string(template.join("src/ade_config/__init__.py"))?,
+        ),
         ("src/ade_config/columns.py", columns),
     ] {
         zip.start_file(name, zip::write::SimpleFileOptions::default())?;
         std::io::Write::write_all(&mut zip, body.as_bytes())?;
     }
-    let form = reqwest::multipart::Form::new()
-        .text("name", "chatty")
-        .part("package", reqwest::multipart::Part::bytes(zip.finish()?.into_inner()).file_name("c.zip"));
-    let config: Value = client.post(format!("{base}/api/v1/workspaces/{ws}/configurations")).multipart(form).send().await?.json().await?;
-    let part = reqwest::multipart::Part::bytes(std::fs::read(repo.join("engine/samples/members.csv"))?).file_name("members.csv");
+    let form = reqwest::multipart::Form::new().text("name", "chatty").part(
+        "package",
+        reqwest::multipart::Part::bytes(zip.finish()?.into_inner()).file_name("c.zip"),
+    );
+    let config: Value = client
+        .post(format!("{base}/api/v1/workspaces/{ws}/configurations"))
+        .multipart(form)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let part =
+        reqwest::multipart::Part::bytes(std::fs::read(repo.join("engine/samples/members.csv"))?)
+            .file_name("members.csv");
     let doc: Value = client
         .post(format!("{base}/api/v1/workspaces/{ws}/documents"))
         .multipart(reqwest::multipart::Form::new().part("file", part))
@@ -198,5 +317,8 @@ async fn setup(client: &reqwest::Client, base: &str, repo: &Path) -> anyhow::Res
         .await?
         .json()
         .await?;
-    Ok((config["id"].as_str().unwrap().to_owned(), doc["id"].as_str().unwrap().to_owned()))
+    Ok((
+        config["id"].as_str().unwrap().to_owned(),
+        doc["id"].as_str().unwrap().to_owned(),
+    ))
 }

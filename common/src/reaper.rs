@@ -38,7 +38,8 @@ pub async fn reap(pool: &Pool, max_attempts: u32) -> anyhow::Result<Reaped> {
         .await?;
     let mut reaped = Reaped::default();
     for row in rows {
-        let (id, attempt, worker): (Uuid, i32, Option<String>) = (row.get(0), row.get(1), row.get(2));
+        let (id, attempt, worker): (Uuid, i32, Option<String>) =
+            (row.get(0), row.get(1), row.get(2));
         let worker = worker.unwrap_or_default();
         let event = if attempt < max_attempts as i32 {
             tx.execute(
@@ -65,9 +66,15 @@ pub async fn reap(pool: &Pool, max_attempts: u32) -> anyhow::Result<Reaped> {
                 )
                 .await?;
             reaped.failed += 1;
-            NewEvent::new("run.completed", Source::Worker, completed_payload("failed", None, Some(failure), row.get(0), row.get(1)))
+            NewEvent::new(
+                "run.completed",
+                Source::Worker,
+                completed_payload("failed", None, Some(failure), row.get(0), row.get(1)),
+            )
         };
-        reaped.events.extend(append_run_events(&tx, id, &[event]).await?);
+        reaped
+            .events
+            .extend(append_run_events(&tx, id, &[event]).await?);
     }
     tx.commit().await?;
     Ok(reaped)

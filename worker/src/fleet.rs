@@ -18,7 +18,11 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 pub const REAP_EVERY: Duration = Duration::from_secs(2);
 
 /// Refreshes this worker's row until `shutdown`, then removes it.
-pub async fn heartbeat_loop(ctx: Context, cache_bytes: Arc<AtomicU64>, shutdown: CancellationToken) {
+pub async fn heartbeat_loop(
+    ctx: Context,
+    cache_bytes: Arc<AtomicU64>,
+    shutdown: CancellationToken,
+) {
     loop {
         if let Err(e) = beat(&ctx, cache_bytes.load(Ordering::Relaxed)).await {
             tracing::warn!(error = %e, "heartbeat failed");
@@ -33,7 +37,9 @@ pub async fn heartbeat_loop(ctx: Context, cache_bytes: Arc<AtomicU64>, shutdown:
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     if let Ok(db) = ctx.pool.get().await {
-        let _ = db.execute("DELETE FROM workers WHERE id = $1", &[&ctx.worker_id]).await;
+        let _ = db
+            .execute("DELETE FROM workers WHERE id = $1", &[&ctx.worker_id])
+            .await;
     }
 }
 
@@ -44,7 +50,13 @@ async fn beat(ctx: &Context, cache_bytes: u64) -> anyhow::Result<()> {
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (id) DO UPDATE SET host = $2, concurrency = $3, in_flight = $4,
              venv_cache_bytes = $5, heartbeat_at = now()",
-        &[&ctx.worker_id, &ctx.host, &i32::from(ctx.concurrency), &(ctx.running.len() as i32), &(cache_bytes as i64)],
+        &[
+            &ctx.worker_id,
+            &ctx.host,
+            &i32::from(ctx.concurrency),
+            &(ctx.running.len() as i32),
+            &(cache_bytes as i64),
+        ],
     )
     .await?;
     Ok(())
@@ -65,7 +77,10 @@ pub async fn reap_loop(ctx: Context, shutdown: CancellationToken) {
                     offer(&ctx, id).await;
                 }
                 if reaped.failed > 0 {
-                    tracing::warn!(runs = reaped.failed, "failed runs whose workers were lost too often");
+                    tracing::warn!(
+                        runs = reaped.failed,
+                        "failed runs whose workers were lost too often"
+                    );
                 }
             }
             Err(e) => tracing::warn!(error = %e, "reaping failed"),
@@ -75,9 +90,22 @@ pub async fn reap_loop(ctx: Context, shutdown: CancellationToken) {
 
 /// Publishes a requeued run; if the broker is away the API's redispatcher does it later.
 async fn offer(ctx: &Context, id: uuid::Uuid) {
-    if ctx.jobs.publish_job(JobMessage { kind: JobKind::Run, id }).await.is_ok() {
+    if ctx
+        .jobs
+        .publish_job(JobMessage {
+            kind: JobKind::Run,
+            id,
+        })
+        .await
+        .is_ok()
+    {
         if let Ok(db) = ctx.pool.get().await {
-            let _ = db.execute("UPDATE runs SET dispatched_at = now() WHERE id = $1", &[&id]).await;
+            let _ = db
+                .execute(
+                    "UPDATE runs SET dispatched_at = now() WHERE id = $1",
+                    &[&id],
+                )
+                .await;
         }
     }
 }

@@ -18,8 +18,8 @@
 pub mod builds;
 pub mod cache;
 pub mod engine;
-pub mod fleet;
 pub mod events;
+pub mod fleet;
 pub mod process;
 pub mod queue;
 pub mod runs;
@@ -111,7 +111,11 @@ impl Worker {
             data_dir: DataDir::new(&settings.common.data_dir),
             jobs: Arc::new(ade_common::amqp::Publisher::new(
                 settings.common.amqp_url.clone(),
-                format!("{}:{}:jobs", settings.common.amqp_prefix, settings.worker_id()),
+                format!(
+                    "{}:{}:jobs",
+                    settings.common.amqp_prefix,
+                    settings.worker_id()
+                ),
                 Topology::new(settings.common.amqp_prefix.clone()),
             )),
             running: stop::Running::default(),
@@ -144,8 +148,17 @@ impl Worker {
         };
         let cache_bytes = Arc::new(AtomicU64::new(0));
         let root = self.ctx.venvs.root.clone();
-        let collector = tokio::spawn(collect_loop(root, limits, cache_bytes.clone(), shutdown.clone()));
-        let heartbeat = tokio::spawn(fleet::heartbeat_loop(self.ctx.clone(), cache_bytes, shutdown.clone()));
+        let collector = tokio::spawn(collect_loop(
+            root,
+            limits,
+            cache_bytes.clone(),
+            shutdown.clone(),
+        ));
+        let heartbeat = tokio::spawn(fleet::heartbeat_loop(
+            self.ctx.clone(),
+            cache_bytes,
+            shutdown.clone(),
+        ));
         let reaper = tokio::spawn(fleet::reap_loop(self.ctx.clone(), shutdown.clone()));
         let consumer = queue::Consumer {
             ctx: self.ctx,
@@ -166,13 +179,22 @@ impl Worker {
 const COLLECT_EVERY: Duration = Duration::from_secs(60);
 
 /// Keeps the venv cache within its limits until `shutdown`; `bytes` tracks its size.
-async fn collect_loop(root: std::path::PathBuf, limits: cache::Limits, bytes: Arc<AtomicU64>, shutdown: CancellationToken) {
+async fn collect_loop(
+    root: std::path::PathBuf,
+    limits: cache::Limits,
+    bytes: Arc<AtomicU64>,
+    shutdown: CancellationToken,
+) {
     loop {
         match cache::collect(root.clone(), limits).await {
             Ok(c) => {
                 bytes.store(c.bytes_left, Ordering::Relaxed);
                 if c.removed > 0 {
-                    tracing::info!(removed = c.removed, bytes_left = c.bytes_left, "venv cache collected");
+                    tracing::info!(
+                        removed = c.removed,
+                        bytes_left = c.bytes_left,
+                        "venv cache collected"
+                    );
                 }
             }
             Err(e) => tracing::warn!(error = %e, "venv cache collection failed"),

@@ -73,6 +73,14 @@ where
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd.process_group(0).kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe. If the worker dies (even by SIGKILL),
+    // the kernel kills the child too instead of leaving an orphan running.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
     let pipe = if guard.events_pipe {
         Some(events_pipe(&mut cmd)?)
     } else {

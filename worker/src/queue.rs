@@ -63,7 +63,9 @@ impl Consumer {
         while !shutdown.is_cancelled() {
             match self.consume(&shutdown, &mut tasks, &mut backoff).await {
                 Ok(()) => return,
-                Err(e) => tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "broker connection lost"),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "broker connection lost")
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => {}
@@ -74,12 +76,21 @@ impl Consumer {
         self.drain(&mut tasks).await;
     }
 
-    async fn consume(&self, shutdown: &CancellationToken, tasks: &mut JoinSet<()>, backoff: &mut Duration) -> anyhow::Result<()> {
+    async fn consume(
+        &self,
+        shutdown: &CancellationToken,
+        tasks: &mut JoinSet<()>,
+        backoff: &mut Duration,
+    ) -> anyhow::Result<()> {
         let name = format!("{}:{}", self.topology.prefix(), self.ctx.worker_id);
         let conn = amqp::connect(&self.url, &name).await?;
-        let (runs_channel, mut runs) = self.subscribe(&conn, &self.topology.runs_queue(), self.prefetch).await?;
+        let (runs_channel, mut runs) = self
+            .subscribe(&conn, &self.topology.runs_queue(), self.prefetch)
+            .await?;
         // Builds without a run are rare; one at a time keeps run slots free.
-        let (builds_channel, mut builds) = self.subscribe(&conn, &self.topology.builds_queue(), 1).await?;
+        let (builds_channel, mut builds) = self
+            .subscribe(&conn, &self.topology.builds_queue(), 1)
+            .await?;
         let mut control = self.control(&conn).await?;
         *backoff = Duration::from_millis(100);
         tracing::info!(queue = %self.topology.runs_queue(), prefetch = self.prefetch, "consuming");
@@ -113,13 +124,25 @@ impl Consumer {
     }
 
     /// A channel with `prefetch` consuming `queue`.
-    async fn subscribe(&self, conn: &lapin::Connection, queue: &str, prefetch: u16) -> anyhow::Result<(lapin::Channel, lapin::Consumer)> {
+    async fn subscribe(
+        &self,
+        conn: &lapin::Connection,
+        queue: &str,
+        prefetch: u16,
+    ) -> anyhow::Result<(lapin::Channel, lapin::Consumer)> {
         let channel = conn.create_channel().await?;
         amqp::declare(&channel, &self.topology).await?;
-        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
         let tag = format!("{}-{}", self.ctx.worker_id, Uuid::now_v7().simple());
         let consumer = channel
-            .basic_consume(queue.into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                queue.into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
         Ok((channel, consumer))
     }
@@ -128,19 +151,46 @@ impl Consumer {
     /// can be declared again after a reconnect).
     async fn control(&self, conn: &lapin::Connection) -> anyhow::Result<lapin::Consumer> {
         let channel = conn.create_channel().await?;
-        let queue = format!("{}.control.{}", self.topology.prefix(), Uuid::now_v7().simple());
-        let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
-        channel.queue_declare(queue.as_str().into(), options, FieldTable::default()).await?;
+        let queue = format!(
+            "{}.control.{}",
+            self.topology.prefix(),
+            Uuid::now_v7().simple()
+        );
+        let options = QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(queue.as_str().into(), options, FieldTable::default())
+            .await?;
         let exchange = self.topology.control_exchange();
         channel
-            .queue_bind(queue.as_str().into(), exchange.as_str().into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
-        let consume = BasicConsumeOptions { no_ack: true, ..Default::default() };
-        Ok(channel.basic_consume(queue.as_str().into(), "".into(), consume, FieldTable::default()).await?)
+        let consume = BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        };
+        Ok(channel
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                consume,
+                FieldTable::default(),
+            )
+            .await?)
     }
 
     fn on_control(&self, message: Option<lapin::Result<Delivery>>) -> anyhow::Result<()> {
-        let delivery = message.ok_or_else(|| anyhow::anyhow!("the broker closed the control consumer"))??;
+        let delivery =
+            message.ok_or_else(|| anyhow::anyhow!("the broker closed the control consumer"))??;
         match serde_json::from_slice::<ControlMessage>(&delivery.data) {
             Ok(ControlMessage { cancel }) => {
                 if self.ctx.running.stop(cancel, Reason::Cancelled) {
@@ -157,14 +207,30 @@ impl Consumer {
         if tasks.is_empty() {
             return;
         }
-        tracing::info!(in_flight = tasks.len(), drain_s = self.drain.as_secs(), "draining");
-        if tokio::time::timeout(self.drain, join_all(tasks)).await.is_ok() {
+        tracing::info!(
+            in_flight = tasks.len(),
+            drain_s = self.drain.as_secs(),
+            "draining"
+        );
+        if tokio::time::timeout(self.drain, join_all(tasks))
+            .await
+            .is_ok()
+        {
             return;
         }
-        tracing::warn!(in_flight = tasks.len(), "drain period over; handing back the remaining runs");
+        tracing::warn!(
+            in_flight = tasks.len(),
+            "drain period over; handing back the remaining runs"
+        );
         self.ctx.running.stop_all(Reason::HandBack);
-        if tokio::time::timeout(HAND_BACK_GRACE, join_all(tasks)).await.is_err() {
-            tracing::warn!(in_flight = tasks.len(), "runs did not stop; their leases will expire");
+        if tokio::time::timeout(HAND_BACK_GRACE, join_all(tasks))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = tasks.len(),
+                "runs did not stop; their leases will expire"
+            );
             tasks.abort_all();
         }
     }
@@ -177,21 +243,47 @@ async fn join_all(tasks: &mut JoinSet<()>) {
 /// Runs one delivery and settles it with the broker.
 async fn handle(ctx: Context, delivery: Delivery) {
     let Ok(job) = serde_json::from_slice::<JobMessage>(&delivery.data) else {
-        tracing::warn!(body_bytes = delivery.data.len(), "poison message; dead-lettering it");
-        let _ = delivery.nack(BasicNackOptions { requeue: false, ..Default::default() }).await;
+        tracing::warn!(
+            body_bytes = delivery.data.len(),
+            "poison message; dead-lettering it"
+        );
+        let _ = delivery
+            .nack(BasicNackOptions {
+                requeue: false,
+                ..Default::default()
+            })
+            .await;
         return;
     };
     let result = match job.kind {
         JobKind::Run => runs::process_one(&ctx, job.id).await,
-        JobKind::Build => builds::process_build(&ctx, job.id).await.map(|built| if built { Outcome::Completed } else { Outcome::NotClaimed }),
+        JobKind::Build => builds::process_build(&ctx, job.id).await.map(|built| {
+            if built {
+                Outcome::Completed
+            } else {
+                Outcome::NotClaimed
+            }
+        }),
     };
     let settled = match result {
-        Ok(Outcome::HandedBack) => delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await,
+        Ok(Outcome::HandedBack) => {
+            delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await
+        }
         Ok(_) => delivery.ack(BasicAckOptions::default()).await,
         Err(e) => {
             tracing::warn!(job = ?job.kind, id = %job.id, error = %e, "job could not be processed; requeueing");
             tokio::time::sleep(Duration::from_secs(1)).await;
-            delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await
+            delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await
         }
     };
     if let Err(e) = settled {

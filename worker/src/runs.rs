@@ -50,7 +50,13 @@ pub struct Completion {
 impl Completion {
     /// A cancelled run.
     pub fn cancelled() -> Self {
-        Self { status: "cancelled", exit_code: None, failure: None, outputs: vec![], summary: json!({}) }
+        Self {
+            status: "cancelled",
+            exit_code: None,
+            failure: None,
+            outputs: vec![],
+            summary: json!({}),
+        }
     }
 
     /// A failed run.
@@ -91,7 +97,8 @@ pub async fn process_one(ctx: &Context, run_id: Uuid) -> anyhow::Result<Outcome>
     let events = Arc::new(ctx.sink(Stream::Run(run_id)));
     // On its own task, so a panic becomes a failed run rather than a dead worker.
     let job = tokio::spawn({
-        let (ctx, claim, events, token) = (ctx.clone(), claim.clone(), events.clone(), stop.token());
+        let (ctx, claim, events, token) =
+            (ctx.clone(), claim.clone(), events.clone(), stop.token());
         async move { crate::engine::execute(&ctx, &claim, &events, token).await }
     });
     let mut completion = job.await.unwrap_or_else(|e| {
@@ -172,7 +179,9 @@ async fn supervise(ctx: Context, claim: Claim, stop: Stop) {
                 stop.stop(Reason::LeaseLost);
                 return;
             }
-            Err(e) => tracing::warn!(run.id = %claim.run_id, error = %e, "lease check failed; retrying"),
+            Err(e) => {
+                tracing::warn!(run.id = %claim.run_id, error = %e, "lease check failed; retrying")
+            }
         }
     }
 }
@@ -193,7 +202,13 @@ async fn check(ctx: &Context, claim: &Claim, renew: bool) -> anyhow::Result<Chec
              WHERE id = $1 AND worker_id = $2 AND attempt = $3
                AND status IN ('running', 'waiting_for_build')
              RETURNING cancel_requested_at IS NOT NULL",
-            &[&claim.run_id, &ctx.worker_id, &claim.attempt, &renew, &ctx.lease.as_secs_f64()],
+            &[
+                &claim.run_id,
+                &ctx.worker_id,
+                &claim.attempt,
+                &renew,
+                &ctx.lease.as_secs_f64(),
+            ],
         )
         .await?;
     Ok(match row {
@@ -216,7 +231,12 @@ async fn hand_back(ctx: &Context, claim: &Claim) -> anyhow::Result<()> {
         .await?;
     if n == 1 {
         let payload = json!({"reason": format!("worker {} is shutting down", ctx.worker_id), "next_attempt": claim.attempt});
-        let written = append_run_events(&tx, claim.run_id, &[NewEvent::new("run.retry", Source::Worker, payload)]).await?;
+        let written = append_run_events(
+            &tx,
+            claim.run_id,
+            &[NewEvent::new("run.retry", Source::Worker, payload)],
+        )
+        .await?;
         tx.commit().await?;
         ctx.events.publish(written);
     }

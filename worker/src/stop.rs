@@ -55,8 +55,17 @@ impl Running {
     /// Registers a run; it is removed again when the guard drops.
     pub fn register(&self, run_id: Uuid) -> (Stop, Registration) {
         let stop = Stop::default();
-        self.0.lock().expect("running lock").insert(run_id, stop.clone());
-        (stop, Registration { running: self.clone(), run_id })
+        self.0
+            .lock()
+            .expect("running lock")
+            .insert(run_id, stop.clone());
+        (
+            stop,
+            Registration {
+                running: self.clone(),
+                run_id,
+            },
+        )
     }
 
     /// Stops one run, if it is here.
@@ -67,7 +76,13 @@ impl Running {
 
     /// Stops every run here.
     pub fn stop_all(&self, reason: Reason) {
-        let all: Vec<Stop> = self.0.lock().expect("running lock").values().cloned().collect();
+        let all: Vec<Stop> = self
+            .0
+            .lock()
+            .expect("running lock")
+            .values()
+            .cloned()
+            .collect();
         all.iter().for_each(|s| s.stop(reason));
     }
 
@@ -90,6 +105,10 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.running.0.lock().expect("running lock").remove(&self.run_id);
+        self.running
+            .0
+            .lock()
+            .expect("running lock")
+            .remove(&self.run_id);
     }
 }

@@ -7,10 +7,10 @@ use ade_common::time_fmt::serde_ts;
 use serde::Serialize;
 use std::fmt::Write as _;
 use time::OffsetDateTime;
+use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
-use warp::Filter;
 
 /// A worker counts as live while its heartbeat is younger than this.
 const LIVE_SECONDS: f64 = 30.0;
@@ -40,14 +40,29 @@ struct Queue {
 
 /// The `/api/v1` operations routes (workers, queue).
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let workers = warp::path!("workers").and(warp::get()).and(with(state.clone())).then(workers);
-    let queue = warp::path!("queue").and(warp::get()).and(with(state)).then(queue);
-    workers.or(queue).unify().map(warp::Reply::into_response).boxed()
+    let workers = warp::path!("workers")
+        .and(warp::get())
+        .and(with(state.clone()))
+        .then(workers);
+    let queue = warp::path!("queue")
+        .and(warp::get())
+        .and(with(state))
+        .then(queue);
+    workers
+        .or(queue)
+        .unify()
+        .map(warp::Reply::into_response)
+        .boxed()
 }
 
 /// `/metrics`, at the root.
 pub fn metrics_route(state: AppState) -> BoxedFilter<(Response,)> {
-    warp::path!("metrics").and(warp::get()).and(with(state)).then(metrics).map(warp::Reply::into_response).boxed()
+    warp::path!("metrics")
+        .and(warp::get())
+        .and(with(state))
+        .then(metrics)
+        .map(warp::Reply::into_response)
+        .boxed()
 }
 
 async fn workers(state: AppState) -> Result<Response, ApiError> {
@@ -109,22 +124,63 @@ async fn metrics(state: AppState) -> Result<Response, ApiError> {
     let live: i64 = state
         .db()
         .await?
-        .query_one("SELECT count(*) FROM workers WHERE heartbeat_at > now() - make_interval(secs => $1)", &[&LIVE_SECONDS])
+        .query_one(
+            "SELECT count(*) FROM workers WHERE heartbeat_at > now() - make_interval(secs => $1)",
+            &[&LIVE_SECONDS],
+        )
         .await?
         .get(0);
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, value: f64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
     };
-    gauge("ade_runs_queued", "Runs waiting for a worker.", q.queued_runs as f64);
-    gauge("ade_runs_waiting_for_build", "Runs waiting for their build.", q.waiting_for_build_runs as f64);
-    gauge("ade_runs_running", "Runs being executed.", q.running_runs as f64);
-    gauge("ade_builds_queued", "Builds waiting for a worker.", q.queued_builds as f64);
-    gauge("ade_builds_building", "Builds in progress.", q.building_builds as f64);
-    gauge("ade_queue_oldest_run_age_seconds", "Age of the oldest queued run (the autoscaling signal).", q.oldest_queued_run_age_seconds.unwrap_or(0.0));
-    gauge("ade_workers_live", "Workers with a recent heartbeat.", live as f64);
-    gauge("ade_api_followed_streams", "Streams with live followers on this API instance.", state.hub.streams() as f64);
+    gauge(
+        "ade_runs_queued",
+        "Runs waiting for a worker.",
+        q.queued_runs as f64,
+    );
+    gauge(
+        "ade_runs_waiting_for_build",
+        "Runs waiting for their build.",
+        q.waiting_for_build_runs as f64,
+    );
+    gauge(
+        "ade_runs_running",
+        "Runs being executed.",
+        q.running_runs as f64,
+    );
+    gauge(
+        "ade_builds_queued",
+        "Builds waiting for a worker.",
+        q.queued_builds as f64,
+    );
+    gauge(
+        "ade_builds_building",
+        "Builds in progress.",
+        q.building_builds as f64,
+    );
+    gauge(
+        "ade_queue_oldest_run_age_seconds",
+        "Age of the oldest queued run (the autoscaling signal).",
+        q.oldest_queued_run_age_seconds.unwrap_or(0.0),
+    );
+    gauge(
+        "ade_workers_live",
+        "Workers with a recent heartbeat.",
+        live as f64,
+    );
+    gauge(
+        "ade_api_followed_streams",
+        "Streams with live followers on this API instance.",
+        state.hub.streams() as f64,
+    );
     let mut res = Response::new(out.into());
-    res.headers_mut().insert("content-type", "text/plain; version=0.0.4".parse().expect("valid header"));
+    res.headers_mut().insert(
+        "content-type",
+        "text/plain; version=0.0.4".parse().expect("valid header"),
+    );
     Ok(res)
 }

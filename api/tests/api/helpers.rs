@@ -47,6 +47,7 @@ pub struct TestApp {
     api: (CancellationToken, JoinHandle<anyhow::Result<()>>),
     extra_apis: Vec<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
     workers: Vec<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+    processes: Vec<std::process::Child>,
 }
 
 /// How to start a `TestApp`.
@@ -56,6 +57,8 @@ pub struct Options {
     pub workers: usize,
     /// `ADE_SAFE_MODE`.
     pub safe_mode: bool,
+    /// The first API's broker URL (default: the real broker).
+    pub amqp_url: Option<String>,
 }
 
 impl TestApp {
@@ -83,6 +86,9 @@ impl TestApp {
             data_dir.clone(),
         ));
         settings.safe_mode = options.safe_mode;
+        if let Some(url) = options.amqp_url {
+            settings.common.amqp_url = url;
+        }
         let app = ade_api::Application::build(settings)
             .await
             .expect("the API starts");
@@ -103,6 +109,7 @@ impl TestApp {
             api,
             extra_apis: vec![],
             workers: vec![],
+            processes: vec![],
         };
         for n in 0..options.workers {
             this.start_worker(&format!("worker-{n}"), None).await;
@@ -189,6 +196,44 @@ impl TestApp {
     /// Reads a whole event stream (it ends after the terminal event).
     pub async fn follow(&self, path: &str, sse: bool, last_event_id: Option<i64>) -> Vec<Value> {
         follow_url(&self.url(path), sse, last_event_id).await
+    }
+
+    /// Starts a real `ade-worker` process (so it can be killed); `env` adds or overrides settings.
+    pub fn worker_process(&mut self, name: &str, env: &[(&str, &str)]) -> u32 {
+        let exe = std::env::current_exe().unwrap();
+        let bin = exe.parent().unwrap().parent().unwrap().join("ade-worker");
+        assert!(
+            bin.exists(),
+            "{} is missing: run `cargo build --bins` first (scripts/test does)",
+            bin.display()
+        );
+        let mut cmd = std::process::Command::new(bin);
+        cmd.env("ADE_DATABASE_URL", &self.db_url)
+            .env("ADE_AMQP_PREFIX", &self.prefix)
+            .env("ADE_DATA_DIR", &self.data_dir)
+            .env("ADE_VENVS_DIR", self.data_dir.join("venvs"))
+            .env("ADE_ENGINE_DIR", repo_root().join("engine"))
+            .env("ADE_WORKER_ID", format!("{name}-{}", &self.prefix[5..13]))
+            .env("ADE_WORKER_CONCURRENCY", "1")
+            .env("RUST_LOG", "warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let pid = child.id();
+        self.processes.push(child);
+        pid
+    }
+
+    /// Waits for a worker process started by [`Self::worker_process`] to exit; returns its exit code.
+    pub fn wait_process(&mut self, pid: u32) -> Option<i32> {
+        let i = self
+            .processes
+            .iter()
+            .position(|c| c.id() == pid)
+            .expect("a process of this test");
+        let mut child = self.processes.remove(i);
+        child.wait().unwrap().code()
     }
 
     /// Stops every worker (each finishes its in-flight runs first).
@@ -382,7 +427,11 @@ impl TestApp {
     }
 
     /// Stops everything and checks that nothing was left behind.
-    pub async fn finish(self) {
+    pub async fn finish(mut self) {
+        for mut child in self.processes.drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         for (token, handle) in self.extra_apis {
             token.cancel();
             handle.await.unwrap().unwrap();
@@ -401,6 +450,11 @@ impl TestApp {
             .get(0);
         assert_eq!(open, 0, "runs were left queued or running");
         drop(db);
+        assert_eq!(
+            ready_messages(&self.prefix).await,
+            0,
+            "run messages were left unacknowledged"
+        );
         let data = self.data_dir.to_string_lossy().into_owned();
         assert!(
             processes_mentioning(&data).is_empty(),
@@ -605,6 +659,31 @@ async fn drop_database(name: &str) {
         .execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[])
         .await
         .unwrap();
+}
+
+/// Messages ready in `<prefix>.runs` (a settled job leaves none).
+async fn ready_messages(prefix: &str) -> u32 {
+    let url = std::env::var("ADE_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let conn = ade_common::amqp::connect(&url, "test-check").await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let count = match channel
+        .queue_declare(
+            format!("{prefix}.runs").as_str().into(),
+            passive,
+            Default::default(),
+        )
+        .await
+    {
+        Ok(queue) => queue.message_count(),
+        Err(_) => 0,
+    };
+    let _ = conn.close(200, "done".into()).await;
+    count
 }
 
 async fn delete_broker_objects(prefix: &str) {

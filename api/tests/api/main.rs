@@ -6,6 +6,7 @@ mod helpers;
 mod builds;
 mod configurations;
 mod documents;
+mod reliability;
 mod runs;
 mod streams;
 mod workers;

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 /// The template configuration, plus `lines` lines printed during each run
 /// (`delay_s` apart), so runs produce many console events.
-fn chatty_package(lines: usize, delay_s: f64) -> Vec<u8> {
+pub fn chatty_package(lines: usize, delay_s: f64) -> Vec<u8> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/templates/config");
     let columns = std::fs::read_to_string(root.join("src/ade_config/columns.py")).unwrap();
     let extra = format!(
@@ -14,7 +14,7 @@ fn chatty_package(lines: usize, delay_s: f64) -> Vec<u8> {
     config_package(&(columns + &extra))
 }
 
-async fn chatty_setup(app: &TestApp, lines: usize, delay_s: f64) -> (String, String) {
+pub async fn chatty_setup(app: &TestApp, lines: usize, delay_s: f64) -> (String, String) {
     let ws = app.create_workspace().await;
     let ws = ws["id"].as_str().unwrap();
     let config = ok_json(

@@ -15,10 +15,10 @@ use ade_common::events::{NewEvent, Source, append_run_events};
 use ade_common::reaper::completed_payload;
 use time::OffsetDateTime;
 use uuid::Uuid;
+use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
-use warp::Filter;
 
 /// The cancel route.
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
@@ -34,7 +34,10 @@ async fn cancel(id: Uuid, state: AppState) -> Result<Response, ApiError> {
     let mut db = state.db().await?;
     let tx = db.transaction().await?;
     let row = tx
-        .query_opt("SELECT status, started_at FROM runs WHERE id = $1 FOR UPDATE", &[&id])
+        .query_opt(
+            "SELECT status, started_at FROM runs WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
         .await?
         .ok_or(ApiError::NotFound("run"))?;
     let status: String = row.get(0);
@@ -57,7 +60,12 @@ async fn cancel(id: Uuid, state: AppState) -> Result<Response, ApiError> {
                 .await?
                 .get(0);
             let payload = completed_payload("cancelled", None, None, row.get(1), completed_at);
-            written = append_run_events(&tx, id, &[NewEvent::new("run.completed", Source::Api, payload)]).await?;
+            written = append_run_events(
+                &tx,
+                id,
+                &[NewEvent::new("run.completed", Source::Api, payload)],
+            )
+            .await?;
         }
         _ => {
             tx.execute(
@@ -72,7 +80,11 @@ async fn cancel(id: Uuid, state: AppState) -> Result<Response, ApiError> {
     if written.is_empty() {
         let body = serde_json::json!({ "cancel": id }).to_string();
         let exchange = state.publisher.topology().control_exchange();
-        if let Err(e) = state.publisher.publish(&exchange, "", body.as_bytes()).await {
+        if let Err(e) = state
+            .publisher
+            .publish(&exchange, "", body.as_bytes())
+            .await
+        {
             tracing::warn!(run.id = %id, error = %e, "cancel not broadcast; workers will see the flag in the database");
         }
     } else {
