@@ -84,7 +84,7 @@ CREATE TABLE runs (
 CREATE UNIQUE INDEX runs_idempotency ON runs (configuration_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX runs_by_workspace ON runs (workspace_id, id DESC);
-CREATE INDEX runs_expired_leases ON runs (lease_expires_at) WHERE status = 'running';
+CREATE INDEX runs_expired_leases ON runs (lease_expires_at) WHERE status IN ('running', 'waiting_for_build');
 CREATE INDEX runs_undispatched ON runs (created_at)
     WHERE status = 'queued' AND dispatched_at IS NULL;
 

@@ -9,6 +9,7 @@
 //! followers to catch up from PostgreSQL, so nothing published while this
 //! instance was disconnected is missed.
 
+use crate::routes::streams::Frame;
 use ade_common::amqp::{self, Topology};
 use ade_common::events::Envelope;
 use futures_util::StreamExt as _;
@@ -26,7 +27,7 @@ const STREAM_BUFFER: usize = 1024;
 
 /// Routes live events to the followers of each stream.
 pub struct Hub {
-    streams: Mutex<HashMap<Uuid, broadcast::Sender<Arc<Envelope>>>>,
+    streams: Mutex<HashMap<Uuid, broadcast::Sender<Arc<Frame>>>>,
     resync: watch::Sender<u64>,
 }
 
@@ -41,7 +42,7 @@ impl Default for Hub {
 
 impl Hub {
     /// Live events of the stream `key` (a run id, or a build id for a build's own stream).
-    pub fn subscribe(&self, key: Uuid) -> broadcast::Receiver<Arc<Envelope>> {
+    pub fn subscribe(&self, key: Uuid) -> broadcast::Receiver<Arc<Frame>> {
         let mut streams = self.streams.lock().expect("hub lock");
         streams
             .entry(key)
@@ -65,7 +66,7 @@ impl Hub {
         let Some(key) = key else { return };
         let mut streams = self.streams.lock().expect("hub lock");
         if let Some(sender) = streams.get(&key) {
-            if sender.send(Arc::new(event)).is_err() {
+            if sender.send(Arc::new(Frame::from(&event))).is_err() {
                 streams.remove(&key);
             }
         }

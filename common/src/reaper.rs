@@ -23,13 +23,13 @@ pub struct Reaped {
     pub events: Vec<Envelope>,
 }
 
-/// Reaps up to 100 runs with expired leases.
+/// Reaps up to 100 runs with expired leases, and requeues builds whose builder is gone.
 pub async fn reap(pool: &Pool, max_attempts: u32) -> anyhow::Result<Reaped> {
     let mut db = pool.get().await?;
     let tx = db.transaction().await?;
     let rows = tx
         .query(
-            "SELECT id, attempt, worker_id FROM runs
+            "SELECT id, attempt, coalesce(worker_id, ''), cancel_requested_at IS NOT NULL FROM runs
              WHERE status IN ('running', 'waiting_for_build') AND lease_expires_at < now()
              ORDER BY lease_expires_at LIMIT 100
              FOR UPDATE SKIP LOCKED",
@@ -38,10 +38,12 @@ pub async fn reap(pool: &Pool, max_attempts: u32) -> anyhow::Result<Reaped> {
         .await?;
     let mut reaped = Reaped::default();
     for row in rows {
-        let (id, attempt, worker): (Uuid, i32, Option<String>) =
-            (row.get(0), row.get(1), row.get(2));
-        let worker = worker.unwrap_or_default();
-        let event = if attempt < max_attempts as i32 {
+        let (id, attempt, worker, cancel): (Uuid, i32, String, bool) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        let event = if cancel {
+            // Cancelled while its worker was lost: it ends here, not in the queue.
+            end(&tx, id, "cancelled", None).await?
+        } else if attempt < max_attempts as i32 {
             tx.execute(
                 "UPDATE runs SET status = 'queued', attempt = attempt + 1, worker_id = NULL, lease_expires_at = NULL,
                                  started_at = NULL, dispatched_at = NULL
@@ -53,31 +55,54 @@ pub async fn reap(pool: &Pool, max_attempts: u32) -> anyhow::Result<Reaped> {
             let payload = json!({"reason": format!("worker {worker} stopped renewing its lease"), "next_attempt": attempt + 1});
             NewEvent::new("run.retry", Source::Worker, payload)
         } else {
+            reaped.failed += 1;
             let failure = json!({
                 "stage": "worker",
                 "code": "worker_lost",
                 "message": format!("the run's worker was lost on attempt {attempt} of {max_attempts}"),
             });
-            let row = tx
-                .query_one(
-                    "UPDATE runs SET status = 'failed', failure = $2, completed_at = now(), lease_expires_at = NULL
-                     WHERE id = $1 RETURNING started_at, completed_at",
-                    &[&id, &failure],
-                )
-                .await?;
-            reaped.failed += 1;
-            NewEvent::new(
-                "run.completed",
-                Source::Worker,
-                completed_payload("failed", None, Some(failure), row.get(0), row.get(1)),
-            )
+            end(&tx, id, "failed", Some(failure)).await?
         };
         reaped
             .events
             .extend(append_run_events(&tx, id, &[event]).await?);
     }
+    requeue_orphaned_builds(&tx).await?;
     tx.commit().await?;
     Ok(reaped)
+}
+
+/// Writes a terminal state for a run nobody runs; returns its `run.completed`.
+async fn end(
+    tx: &deadpool_postgres::Transaction<'_>,
+    id: Uuid,
+    status: &str,
+    failure: Option<serde_json::Value>,
+) -> Result<NewEvent, tokio_postgres::Error> {
+    let row = tx
+        .query_one(
+            "UPDATE runs SET status = $2, failure = $3, completed_at = now(), lease_expires_at = NULL
+             WHERE id = $1 RETURNING started_at, completed_at",
+            &[&id, &status, &failure],
+        )
+        .await?;
+    let payload = completed_payload(status, None, failure, row.get(0), row.get(1));
+    Ok(NewEvent::new("run.completed", Source::Worker, payload))
+}
+
+/// Builds taken from the builds queue whose builder stopped heartbeating go
+/// back to `queued` (and are offered again by the API's redispatcher).
+async fn requeue_orphaned_builds(
+    tx: &deadpool_postgres::Transaction<'_>,
+) -> Result<u64, tokio_postgres::Error> {
+    tx.execute(
+        "UPDATE builds b SET status = 'queued', builder_id = NULL, started_at = NULL, dispatched_at = NULL
+         WHERE b.status = 'building' AND b.started_at < now() - interval '30 seconds'
+           AND NOT EXISTS (SELECT 1 FROM workers w
+                           WHERE w.id = b.builder_id AND w.heartbeat_at > now() - interval '30 seconds')",
+        &[],
+    )
+    .await
 }
 
 /// The `run.completed` payload for a run that ended without outputs.

@@ -110,7 +110,19 @@ pub async fn process_build(ctx: &Context, build_id: Uuid) -> anyhow::Result<bool
     }
     .await;
     if let Err(e) = &result {
-        record(ctx, build_id, None, Some(&format!("{e:#}"))).await?;
+        let error = format!("{e:#}");
+        if record(ctx, build_id, None, Some(&error)).await? {
+            // Failed before the venv work began: the stream still needs its end.
+            let payload =
+                json!({"status": "failed", "exit_code": 1, "duration_ms": 0, "error": error});
+            Sinks {
+                run: None,
+                build: Some(&sink),
+                build_id,
+            }
+            .emit("build.completed", payload)
+            .await;
+        }
     }
     sink.finish().await;
     Ok(true)
@@ -339,9 +351,9 @@ async fn record(
     build_id: Uuid,
     ready: Option<&Ready>,
     error: Option<&str>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let db = ctx.pool.get().await?;
-    match ready {
+    let ended = match ready {
         Some(ready) => {
             let packages = serde_json::to_value(&ready.marker.packages)?;
             db.execute(
@@ -350,7 +362,7 @@ async fn record(
                  WHERE id = $1 AND status IN ('queued', 'building')",
                 &[&build_id, &packages],
             )
-            .await?;
+            .await?
         }
         None => {
             let message: String = error
@@ -364,14 +376,14 @@ async fn record(
                  WHERE id = $1 AND status IN ('queued', 'building')",
                 &[&build_id, &message],
             )
-            .await?;
+            .await?
         }
-    }
+    };
     db.execute(
         "UPDATE configurations c SET active_build_id = b.id
          FROM builds b WHERE b.id = $1 AND c.id = b.configuration_id AND c.content_digest = b.config_digest",
         &[&build_id],
     )
     .await?;
-    Ok(())
+    Ok(ended == 1)
 }

@@ -14,6 +14,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Which lock of a build.
@@ -63,14 +64,26 @@ pub fn flock(path: &Path, exclusive: bool, wait: bool) -> std::io::Result<Option
     Ok(Some(file))
 }
 
-/// Waits for the build lock of `build_id` (on a blocking thread).
-pub async fn lock_build(root: &Path, build_id: Uuid) -> std::io::Result<File> {
+/// Waits for the build lock of `build_id`, polling so that `cancel` can end the wait.
+pub async fn lock_build(
+    root: &Path,
+    build_id: Uuid,
+    cancel: &CancellationToken,
+) -> std::io::Result<File> {
     let path = lock_path(root, build_id, Lock::Build);
-    tokio::task::spawn_blocking(move || {
-        flock(&path, true, true).map(|f| f.expect("a waiting flock returns a file"))
-    })
-    .await
-    .map_err(std::io::Error::other)?
+    loop {
+        let attempt = path.clone();
+        let taken = tokio::task::spawn_blocking(move || flock(&attempt, true, false))
+            .await
+            .map_err(std::io::Error::other)??;
+        if let Some(file) = taken {
+            return Ok(file);
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "cancelled while waiting for another build")),
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
 }
 
 /// Marks the venv of `build_id` in use until the returned file is dropped.
@@ -239,7 +252,9 @@ mod tests {
         let (building, building_dir) = fake_build(&root, 1000);
         let (_idle, idle_dir) = fake_build(&root, 1000);
         let _hold = hold(&root, used).await.unwrap();
-        let _builder = lock_build(&root, building).await.unwrap();
+        let _builder = lock_build(&root, building, &CancellationToken::new())
+            .await
+            .unwrap();
         let limits = Limits {
             max_bytes: 0,
             max_age: Duration::from_secs(3600),

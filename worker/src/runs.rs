@@ -112,9 +112,15 @@ pub async fn process_one(ctx: &Context, run_id: Uuid) -> anyhow::Result<Outcome>
     supervisor.abort();
     let outcome = match stop.reason() {
         Some(Reason::LeaseLost) => Outcome::Lost,
-        Some(Reason::HandBack) => {
+        Some(Reason::HandBack) if !cancel_requested(ctx, run_id).await? => {
             hand_back(ctx, &claim).await?;
             Outcome::HandedBack
+        }
+        Some(Reason::HandBack) => {
+            // Cancelled while draining: it ends here rather than in the queue.
+            completion = Completion::cancelled();
+            complete(ctx, &claim, &completion).await?;
+            Outcome::Completed
         }
         Some(Reason::Cancelled) => {
             completion = Completion::cancelled();
@@ -216,6 +222,17 @@ async fn check(ctx: &Context, claim: &Claim, renew: bool) -> anyhow::Result<Chec
         Some(row) if row.get::<_, bool>(0) => Check::Cancelled,
         Some(_) => Check::Ours,
     })
+}
+
+async fn cancel_requested(ctx: &Context, run_id: Uuid) -> anyhow::Result<bool> {
+    let db = ctx.pool.get().await?;
+    let row = db
+        .query_one(
+            "SELECT cancel_requested_at IS NOT NULL FROM runs WHERE id = $1",
+            &[&run_id],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 /// Puts a run this worker could not finish back in the queue, same attempt.

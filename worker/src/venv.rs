@@ -93,7 +93,7 @@ pub enum Progress {
 }
 
 /// The host-local cache and the tools that fill it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct VenvCache {
     /// `ADE_VENVS_DIR`, absolute.
     pub root: PathBuf,
@@ -108,7 +108,7 @@ pub struct VenvCache {
     /// The engine version the wheel is built for (names its cache folder).
     pub engine_version: String,
     /// The engine wheel, built once per host and engine version.
-    pub engine_wheel: tokio::sync::OnceCell<PathBuf>,
+    pub engine_wheel: std::sync::Mutex<Option<PathBuf>>,
 }
 
 /// A usable venv.
@@ -159,7 +159,7 @@ impl VenvCache {
                 in_use,
             });
         }
-        let _lock = cache::lock_build(&self.root, build_id)
+        let _lock = cache::lock_build(&self.root, build_id, &cancel)
             .await
             .context("locking the build")?;
         // Another builder may have finished while we waited for the lock.
@@ -275,8 +275,10 @@ impl VenvCache {
         F: FnMut(Progress) -> Fut,
         Fut: Future<Output = ()>,
     {
-        if let Some(wheel) = self.engine_wheel.get() {
-            return Ok(wheel.clone());
+        let cached = self.engine_wheel.lock().expect("engine wheel lock").clone();
+        // Deleting folders under the cache is always safe: a vanished wheel is rebuilt.
+        if let Some(wheel) = cached.filter(|w| w.exists()) {
+            return Ok(wheel);
         }
         let dir = self.root.join(".engine").join(&self.engine_version);
         if only_wheel(&dir).await?.is_none() {
@@ -299,11 +301,8 @@ impl VenvCache {
         let wheel = only_wheel(&dir)
             .await?
             .context("uv build made no engine wheel")?;
-        Ok(self
-            .engine_wheel
-            .get_or_init(|| async { wheel })
-            .await
-            .clone())
+        *self.engine_wheel.lock().expect("engine wheel lock") = Some(wheel.clone());
+        Ok(wheel)
     }
 
     /// The configuration wheel: the shared copy if a build made it already,

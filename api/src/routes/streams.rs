@@ -26,6 +26,8 @@ use warp::reply::Response;
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// A follower with no live event for this long checks the database anyway.
 const QUIET_CHECK: Duration = Duration::from_secs(10);
+/// Most live events written to a client at once.
+const MAX_COALESCED: usize = 512;
 /// Reconnect delay suggested to SSE clients.
 const RETRY: Duration = Duration::from_secs(2);
 
@@ -45,11 +47,35 @@ impl Followed {
         }
     }
 
-    fn is_end(self, event: &Envelope) -> bool {
+    fn is_end(self, kind: &str) -> bool {
         match self {
-            Self::Run(_) => event.kind == "run.completed",
-            Self::Build(_) => event.kind == "build.completed",
+            Self::Run(_) => kind == "run.completed",
+            Self::Build(_) => kind == "build.completed",
         }
+    }
+
+    /// True when the stream's terminal event exists at or before `last`.
+    async fn ended_by(self, state: &AppState, last: i64) -> bool {
+        let (sql, id) = match self {
+            Self::Run(id) => (
+                "SELECT sequence FROM run_events WHERE run_id = $1 AND event->>'type' = 'run.completed'",
+                id,
+            ),
+            Self::Build(id) => (
+                "SELECT sequence FROM build_events WHERE build_id = $1 AND event->>'type' = 'build.completed'",
+                id,
+            ),
+        };
+        let Ok(db) = state.db().await else {
+            return false;
+        };
+        let end: Option<i64> = db
+            .query_opt(sql, &[&id])
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.get(0));
+        end.is_some_and(|end| end <= last)
     }
 
     async fn page(self, state: &AppState, after: i64) -> Result<Vec<Envelope>, ApiError> {
@@ -154,18 +180,19 @@ struct Follower {
 }
 
 impl Follower {
-    async fn run(mut self, mut live: broadcast::Receiver<Arc<Envelope>>) {
+    async fn run(mut self, mut live: broadcast::Receiver<Arc<Frame>>) {
         let mut resyncs = self.state.hub.resyncs();
-        if self.format == Format::Sse
-            && self
-                .tx
-                .send(Bytes::from(format!("retry: {}\n\n", RETRY.as_millis())))
-                .await
-                .is_err()
-        {
-            return;
+        if self.format == Format::Sse {
+            let retry = Bytes::from(format!("retry: {}\n\n", RETRY.as_millis()));
+            if self.tx.send(retry).await.is_err() {
+                return;
+            }
         }
         if let Flow::Done = self.catch_up().await {
+            return;
+        }
+        // Resumed at or past the end (a client reconnecting after the last event).
+        if self.followed.ended_by(&self.state, self.last).await {
             return;
         }
         let shutdown = self.state.shutdown.clone();
@@ -176,14 +203,23 @@ impl Follower {
                 _ = shutdown.cancelled() => Flow::Done,
                 _ = self.tx.closed() => Flow::Done,
                 received = live.recv() => match received {
-                    Ok(event) if event.sequence <= self.last => Flow::Continue,
-                    Ok(event) if event.sequence == self.last + 1 => self.send(&event).await,
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await,
+                    Ok(frame) => {
+                        // Whatever else is already buffered goes out in the same write.
+                        let mut batch = vec![frame];
+                        while batch.len() < MAX_COALESCED {
+                            match live.try_recv() {
+                                Ok(frame) => batch.push(frame),
+                                Err(_) => break,
+                            }
+                        }
+                        self.deliver(&batch).await
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await,
                     Err(broadcast::error::RecvError::Closed) => Flow::Done,
                 },
                 _ = resyncs.changed() => self.catch_up().await,
                 _ = tokio::time::sleep(QUIET_CHECK) => self.catch_up().await,
-                _ = keep_alive.tick(), if self.format == Format::Sse => self.comment().await,
+                _ = keep_alive.tick(), if self.format == Format::Sse => self.write(Bytes::from_static(b": keep-alive\n\n")).await,
             };
             if let Flow::Done = flow {
                 return;
@@ -191,7 +227,38 @@ impl Follower {
         }
     }
 
-    /// Sends everything after `last` from the database.
+    /// Sends live frames in order: duplicates are skipped, a gap is filled
+    /// from the database.
+    async fn deliver(&mut self, batch: &[Arc<Frame>]) -> Flow {
+        let mut out = Vec::new();
+        let mut gap = false;
+        let mut end = false;
+        for frame in batch {
+            if frame.sequence <= self.last {
+                continue;
+            }
+            if frame.sequence != self.last + 1 {
+                gap = true;
+                break;
+            }
+            end = self.append(&mut out, frame);
+            if end {
+                break;
+            }
+        }
+        if !out.is_empty() {
+            if let Flow::Done = self.write(out.into()).await {
+                return Flow::Done;
+            }
+        }
+        match (end, gap) {
+            (true, _) => Flow::Done,
+            (false, true) => self.catch_up().await,
+            (false, false) => Flow::Continue,
+        }
+    }
+
+    /// Sends everything after `last` from the database, a page per write.
     async fn catch_up(&mut self) -> Flow {
         loop {
             let page = match self.followed.page(&self.state, self.last).await {
@@ -203,10 +270,21 @@ impl Follower {
                 }
             };
             let full = page.len() as i64 == MAX_PAGE;
+            let mut out = Vec::new();
+            let mut end = false;
             for event in &page {
-                if let Flow::Done = self.send(event).await {
+                end = self.append(&mut out, &Frame::from(event));
+                if end {
+                    break;
+                }
+            }
+            if !out.is_empty() {
+                if let Flow::Done = self.write(out.into()).await {
                     return Flow::Done;
                 }
+            }
+            if end {
+                return Flow::Done;
             }
             if !full {
                 return Flow::Continue;
@@ -214,30 +292,47 @@ impl Follower {
         }
     }
 
-    async fn send(&mut self, event: &Envelope) -> Flow {
-        let json = serde_json::to_string(event).expect("an envelope serializes");
-        let frame = match self.format {
-            Format::Sse => format!(
-                "id: {}\nevent: {}\ndata: {json}\n\n",
-                event.sequence, event.kind
+    /// Formats one frame into `out` and advances `last`; true at the stream's end.
+    fn append(&mut self, out: &mut Vec<u8>, frame: &Frame) -> bool {
+        use std::io::Write as _;
+        let written = match self.format {
+            Format::Sse => write!(
+                out,
+                "id: {}\nevent: {}\ndata: {}\n\n",
+                frame.sequence, frame.kind, frame.json
             ),
-            Format::Ndjson => format!("{json}\n"),
+            Format::Ndjson => writeln!(out, "{}", frame.json),
         };
-        if self.tx.send(Bytes::from(frame)).await.is_err() {
-            return Flow::Done;
-        }
-        self.last = event.sequence;
-        if self.followed.is_end(event) {
-            Flow::Done
-        } else {
-            Flow::Continue
-        }
+        written.expect("writing to a Vec cannot fail");
+        self.last = frame.sequence;
+        self.followed.is_end(&frame.kind)
     }
 
-    async fn comment(&mut self) -> Flow {
-        match self.tx.send(Bytes::from_static(b": keep-alive\n\n")).await {
+    async fn write(&mut self, bytes: Bytes) -> Flow {
+        match self.tx.send(bytes).await {
             Ok(()) => Flow::Continue,
             Err(_) => Flow::Done,
+        }
+    }
+}
+
+/// An event ready to send: serialized once, however many follow it.
+#[derive(Debug)]
+pub struct Frame {
+    /// Its sequence in its stream.
+    pub sequence: i64,
+    /// Its type.
+    pub kind: String,
+    /// The envelope as JSON.
+    pub json: String,
+}
+
+impl From<&Envelope> for Frame {
+    fn from(event: &Envelope) -> Self {
+        Self {
+            sequence: event.sequence,
+            kind: event.kind.clone(),
+            json: serde_json::to_string(event).expect("an envelope serializes"),
         }
     }
 }

@@ -428,6 +428,18 @@ impl TestApp {
 
     /// Stops everything and checks that nothing was left behind.
     pub async fn finish(mut self) {
+        // Every job message is settled by a live worker (duplicates find their
+        // run done and are acknowledged); none may stay in the queue.
+        if !self.workers.is_empty() {
+            let start = Instant::now();
+            while ready_messages(&self.prefix).await > 0 {
+                assert!(
+                    start.elapsed() < DEADLINE,
+                    "run messages stayed in the queue"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         for mut child in self.processes.drain(..) {
             let _ = child.kill();
             let _ = child.wait();

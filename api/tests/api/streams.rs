@@ -86,6 +86,12 @@ async fn a_stream_resumes_after_last_event_id() {
     assert_eq!(by_query, log[7..].to_vec());
     // A follower arriving after the end gets the replay and the end.
     assert_eq!(app.follow(&path, false, None).await, log);
+    // One resuming after the last event gets nothing, and the stream closes.
+    assert!(
+        app.follow(&path, true, Some(log.len() as i64))
+            .await
+            .is_empty()
+    );
     let bad = reqwest::Client::new()
         .get(app.url(&path))
         .header("last-event-id", "abc")
