@@ -1,6 +1,8 @@
-//! Live-stream benchmark: one run printing 50,000 lines followed by 100 SSE
-//! clients (events/s delivered, latency from persist to client, API memory),
-//! then API memory with 5,000 idle SSE connections.
+//! Live-stream benchmark: one run printing 50,000 lines as fast as it can,
+//! followed by 100 SSE clients (events/s delivered, latency from persist to
+//! client, API memory); the same with a run paced at 300 lines/s (latency
+//! when the machine is not saturated); then the memory of a fresh API with
+//! 5,000 idle SSE connections.
 //!
 //! Runs the real `ade-api` and `ade-worker` binaries from the same target
 //! folder as this example, against local PostgreSQL and RabbitMQ, in a
@@ -13,6 +15,8 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const LINES: usize = 50_000;
+const PACED_LINES: usize = 6_000;
+const PACED_RATE: usize = 300;
 const FOLLOWERS: usize = 100;
 const IDLE: usize = 5_000;
 
@@ -42,10 +46,7 @@ async fn main() -> anyhow::Result<()> {
             .env("ADE_API_ADDR", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "warn");
     };
-    let mut api = spawn(&bins.join("ade-api"), &env)?;
-    let result = bench(&base, api.id(), &bins, &env, &repo).await;
-    api.kill()?;
-    api.wait()?;
+    let result = bench(&base, &bins, &env, &repo).await;
     let admin = ade_common::db::connect("postgres://postgres@127.0.0.1:5432/postgres").await?;
     admin
         .execute(
@@ -57,31 +58,49 @@ async fn main() -> anyhow::Result<()> {
     result
 }
 
-async fn bench(
-    base: &str,
-    api_pid: u32,
-    bins: &Path,
-    env: &dyn Fn(&mut Command),
-    repo: &Path,
-) -> anyhow::Result<()> {
+async fn bench(base: &str, bins: &Path, env: &dyn Fn(&mut Command), repo: &Path) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
+    let mut api = spawn(&bins.join("ade-api"), env)?;
     wait_ready(&client, base).await?;
-    let (config, doc) = setup(&client, base, repo).await?;
-    let run = post(
-        &client,
-        &format!("{base}/api/v1/configs/{config}/runs"),
-        json!({"options": {"document_ids": [doc]}}),
-    )
-    .await?;
-    let url = format!(
-        "{base}/api/v1/runs/{}/events?stream=true",
-        run["id"].as_str().unwrap()
-    );
-    let followers: Vec<_> = (0..FOLLOWERS)
-        .map(|_| tokio::spawn(follow(url.clone())))
-        .collect();
+    let doc = setup(&client, base, repo).await?;
+    let burst = config(&client, base, repo, &doc.0, LINES, None).await?;
+    let paced = config(&client, base, repo, &doc.0, PACED_LINES, Some(PACED_RATE)).await?;
+    follow_run(&client, base, api.id(), bins, env, &burst, &doc.1, &format!("{LINES} lines as fast as the engine prints")).await?;
+    follow_run(&client, base, api.id(), bins, env, &paced, &doc.1, &format!("{PACED_LINES} lines at {PACED_RATE} lines/s")).await?;
+    api.kill()?;
+    api.wait()?;
+
+    // Idle followers, on a fresh API process: a run that stays queued (no worker).
+    let mut api = spawn(&bins.join("ade-api"), env)?;
+    wait_ready(&client, base).await?;
+    let run = post(&client, &format!("{base}/api/v1/configs/{paced}/runs"), json!({"options": {"document_ids": [doc.1]}})).await?;
+    let url = format!("{base}/api/v1/runs/{}/events?stream=true", run["id"].as_str().unwrap());
+    let before = rss_kb(api.id());
+    let mut idle = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        let res = reqwest::Client::new().get(&url).header("accept", "text/event-stream").send().await?;
+        anyhow::ensure!(res.status() == 200, "idle follower refused: {}", res.status());
+        idle.push(res);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kb(api.id());
+    println!("{IDLE} idle SSE followers (fresh API):");
+    println!("  API RSS  before {:.1} MB  with followers {:.1} MB  (+{:.1} KB per follower)", before as f64 / 1024.0, after as f64 / 1024.0, (after - before) as f64 / IDLE as f64);
+    api.kill()?;
+    api.wait()?;
+    drop(idle);
+    Ok(())
+}
+
+/// Starts FOLLOWERS followers of a new run of `config`, then a worker, and reports.
+#[allow(clippy::too_many_arguments)]
+async fn follow_run(client: &reqwest::Client, base: &str, api_pid: u32, bins: &Path, env: &dyn Fn(&mut Command), config: &str, doc: &str, label: &str) -> anyhow::Result<()> {
+    let run = post(client, &format!("{base}/api/v1/configs/{config}/runs"), json!({"options": {"document_ids": [doc]}})).await?;
+    let url = format!("{base}/api/v1/runs/{}/events?stream=true", run["id"].as_str().unwrap());
+    let followers: Vec<_> = (0..FOLLOWERS).map(|_| tokio::spawn(follow(url.clone()))).collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let baseline = rss_kb(api_pid);
+    PEAK.store(0, std::sync::atomic::Ordering::Relaxed);
     let sampler = tokio::spawn(peak_rss(api_pid));
     let mut worker = spawn(&bins.join("ade-worker"), env)?;
     let mut latencies = Vec::new();
@@ -95,63 +114,14 @@ async fn bench(
     }
     sampler.abort();
     let peak = PEAK.load(std::sync::atomic::Ordering::Relaxed);
-    latencies.sort_by(f64::total_cmp);
-    let secs = (last.unwrap() - first.unwrap()).as_secs_f64();
-    println!("run with {LINES} lines, {FOLLOWERS} SSE followers:");
-    println!(
-        "  events delivered   {delivered} in {secs:.2} s = {:.0} events/s",
-        delivered as f64 / secs
-    );
-    println!(
-        "  latency persist->client  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
-        pct(&latencies, 50.0),
-        pct(&latencies, 99.0),
-        pct(&latencies, 100.0)
-    );
-    println!(
-        "  API RSS  before {:.1} MB  peak {:.1} MB",
-        baseline as f64 / 1024.0,
-        peak as f64 / 1024.0
-    );
     worker.kill()?;
     worker.wait()?;
-
-    // Idle followers: a run that stays queued (no worker).
-    let run = post(
-        &client,
-        &format!("{base}/api/v1/configs/{config}/runs"),
-        json!({"options": {"document_ids": [doc]}}),
-    )
-    .await?;
-    let url = format!(
-        "{base}/api/v1/runs/{}/events?stream=true",
-        run["id"].as_str().unwrap()
-    );
-    let before = rss_kb(api_pid);
-    let mut idle = Vec::with_capacity(IDLE);
-    for _ in 0..IDLE {
-        let res = reqwest::Client::new()
-            .get(&url)
-            .header("accept", "text/event-stream")
-            .send()
-            .await?;
-        anyhow::ensure!(
-            res.status() == 200,
-            "idle follower refused: {}",
-            res.status()
-        );
-        idle.push(res);
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = rss_kb(api_pid);
-    println!("{IDLE} idle SSE followers:");
-    println!(
-        "  API RSS  before {:.1} MB  with followers {:.1} MB  (+{:.1} KB per follower)",
-        before as f64 / 1024.0,
-        after as f64 / 1024.0,
-        (after - before) as f64 / IDLE as f64
-    );
-    drop(idle);
+    latencies.sort_by(f64::total_cmp);
+    let secs = (last.unwrap() - first.unwrap()).as_secs_f64();
+    println!("run of {label}, {FOLLOWERS} SSE followers:");
+    println!("  events delivered   {delivered} in {secs:.2} s = {:.0} events/s", delivered as f64 / secs);
+    println!("  latency persist->client  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms", pct(&latencies, 50.0), pct(&latencies, 99.0), pct(&latencies, 100.0));
+    println!("  API RSS  before {:.1} MB  peak {:.1} MB", baseline as f64 / 1024.0, peak as f64 / 1024.0);
     Ok(())
 }
 
@@ -259,57 +229,11 @@ async fn post(client: &reqwest::Client, url: &str, body: Value) -> anyhow::Resul
     Ok(res.json().await?)
 }
 
-/// A workspace, a configuration that prints LINES lines per run, and the sample document.
-async fn setup(
-    client: &reqwest::Client,
-    base: &str,
-    repo: &Path,
-) -> anyhow::Result<(String, String)> {
-    let ws = post(
-        client,
-        &format!("{base}/api/v1/workspaces"),
-        json!({"name": "bench"}),
-    )
-    .await?;
-    let ws = ws["id"].as_str().unwrap();
-    let template = repo.join("engine/templates/config");
-    let columns = std::fs::read_to_string(template.join("src/ade_config/columns.py"))?
-        + &format!(
-            "\nimport os as _os\nif _os.environ.get('ADE_EVENTS_FD'):\n    for _i in range({LINES}):\n        print(f'line {{_i}}')\n"
-        );
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    for (name, body) in [
-        (
-            "pyproject.toml",
-            std::fs::read_to_string(template.join("pyproject.toml"))?,
-        ),
-        (
-            "README.md",
-            std::fs::read_to_string(template.join("README.md"))?,
-        ),
-        (
-            "src/ade_config/__init__.py",
-            std::fs::read_to_string(template.join("src/ade_config/__init__.py"))?,
-        ),
-        ("src/ade_config/columns.py", columns),
-    ] {
-        zip.start_file(name, zip::write::SimpleFileOptions::default())?;
-        std::io::Write::write_all(&mut zip, body.as_bytes())?;
-    }
-    let form = reqwest::multipart::Form::new().text("name", "chatty").part(
-        "package",
-        reqwest::multipart::Part::bytes(zip.finish()?.into_inner()).file_name("c.zip"),
-    );
-    let config: Value = client
-        .post(format!("{base}/api/v1/workspaces/{ws}/configurations"))
-        .multipart(form)
-        .send()
-        .await?
-        .json()
-        .await?;
-    let part =
-        reqwest::multipart::Part::bytes(std::fs::read(repo.join("engine/samples/members.csv"))?)
-            .file_name("members.csv");
+/// A workspace and the sample document: `(workspace_id, document_id)`.
+async fn setup(client: &reqwest::Client, base: &str, repo: &Path) -> anyhow::Result<(String, String)> {
+    let ws = post(client, &format!("{base}/api/v1/workspaces"), json!({"name": "bench"})).await?;
+    let ws = ws["id"].as_str().unwrap().to_owned();
+    let part = reqwest::multipart::Part::bytes(std::fs::read(repo.join("engine/samples/members.csv"))?).file_name("members.csv");
     let doc: Value = client
         .post(format!("{base}/api/v1/workspaces/{ws}/documents"))
         .multipart(reqwest::multipart::Form::new().part("file", part))
@@ -317,8 +241,28 @@ async fn setup(
         .await?
         .json()
         .await?;
-    Ok((
-        config["id"].as_str().unwrap().to_owned(),
-        doc["id"].as_str().unwrap().to_owned(),
-    ))
+    Ok((ws, doc["id"].as_str().unwrap().to_owned()))
+}
+
+/// A configuration whose runs print `lines` lines, at `rate` lines/s if given.
+async fn config(client: &reqwest::Client, base: &str, repo: &Path, ws: &str, lines: usize, rate: Option<usize>) -> anyhow::Result<String> {
+    let template = repo.join("engine/templates/config");
+    let pause = rate.map_or(0.0, |r| 1.0 / r as f64);
+    let columns = std::fs::read_to_string(template.join("src/ade_config/columns.py"))?
+        + &format!("\nimport os as _os, time as _time\nif _os.environ.get('ADE_EVENTS_FD'):\n    for _i in range({lines}):\n        print(f'line {{_i}}', flush={flush})\n        if {pause}:\n            _time.sleep({pause})\n", flush = if rate.is_some() { "True" } else { "False" });
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, body) in [
+        ("pyproject.toml", std::fs::read_to_string(template.join("pyproject.toml"))?),
+        ("README.md", std::fs::read_to_string(template.join("README.md"))?),
+        ("src/ade_config/__init__.py", std::fs::read_to_string(template.join("src/ade_config/__init__.py"))?),
+        ("src/ade_config/columns.py", columns),
+    ] {
+        zip.start_file(name, zip::write::SimpleFileOptions::default())?;
+        std::io::Write::write_all(&mut zip, body.as_bytes())?;
+    }
+    let form = reqwest::multipart::Form::new()
+        .text("name", format!("chatty-{lines}"))
+        .part("package", reqwest::multipart::Part::bytes(zip.finish()?.into_inner()).file_name("c.zip"));
+    let config: Value = client.post(format!("{base}/api/v1/workspaces/{ws}/configurations")).multipart(form).send().await?.json().await?;
+    Ok(config["id"].as_str().unwrap().to_owned())
 }
