@@ -58,34 +58,80 @@ async fn main() -> anyhow::Result<()> {
     result
 }
 
-async fn bench(base: &str, bins: &Path, env: &dyn Fn(&mut Command), repo: &Path) -> anyhow::Result<()> {
+async fn bench(
+    base: &str,
+    bins: &Path,
+    env: &dyn Fn(&mut Command),
+    repo: &Path,
+) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let mut api = spawn(&bins.join("ade-api"), env)?;
     wait_ready(&client, base).await?;
     let doc = setup(&client, base, repo).await?;
     let burst = config(&client, base, repo, &doc.0, LINES, None).await?;
     let paced = config(&client, base, repo, &doc.0, PACED_LINES, Some(PACED_RATE)).await?;
-    follow_run(&client, base, api.id(), bins, env, &burst, &doc.1, &format!("{LINES} lines as fast as the engine prints")).await?;
-    follow_run(&client, base, api.id(), bins, env, &paced, &doc.1, &format!("{PACED_LINES} lines at {PACED_RATE} lines/s")).await?;
+    follow_run(
+        &client,
+        base,
+        api.id(),
+        bins,
+        env,
+        &burst,
+        &doc.1,
+        &format!("{LINES} lines as fast as the engine prints"),
+    )
+    .await?;
+    follow_run(
+        &client,
+        base,
+        api.id(),
+        bins,
+        env,
+        &paced,
+        &doc.1,
+        &format!("{PACED_LINES} lines at {PACED_RATE} lines/s"),
+    )
+    .await?;
     api.kill()?;
     api.wait()?;
 
     // Idle followers, on a fresh API process: a run that stays queued (no worker).
     let mut api = spawn(&bins.join("ade-api"), env)?;
     wait_ready(&client, base).await?;
-    let run = post(&client, &format!("{base}/api/v1/configs/{paced}/runs"), json!({"options": {"document_ids": [doc.1]}})).await?;
-    let url = format!("{base}/api/v1/runs/{}/events?stream=true", run["id"].as_str().unwrap());
+    let run = post(
+        &client,
+        &format!("{base}/api/v1/configs/{paced}/runs"),
+        json!({"options": {"document_ids": [doc.1]}}),
+    )
+    .await?;
+    let url = format!(
+        "{base}/api/v1/runs/{}/events?stream=true",
+        run["id"].as_str().unwrap()
+    );
     let before = rss_kb(api.id());
     let mut idle = Vec::with_capacity(IDLE);
     for _ in 0..IDLE {
-        let res = reqwest::Client::new().get(&url).header("accept", "text/event-stream").send().await?;
-        anyhow::ensure!(res.status() == 200, "idle follower refused: {}", res.status());
+        let res = reqwest::Client::new()
+            .get(&url)
+            .header("accept", "text/event-stream")
+            .send()
+            .await?;
+        anyhow::ensure!(
+            res.status() == 200,
+            "idle follower refused: {}",
+            res.status()
+        );
         idle.push(res);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kb(api.id());
     println!("{IDLE} idle SSE followers (fresh API):");
-    println!("  API RSS  before {:.1} MB  with followers {:.1} MB  (+{:.1} KB per follower)", before as f64 / 1024.0, after as f64 / 1024.0, (after - before) as f64 / IDLE as f64);
+    println!(
+        "  API RSS  before {:.1} MB  with followers {:.1} MB  (+{:.1} KB per follower)",
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        (after - before) as f64 / IDLE as f64
+    );
     api.kill()?;
     api.wait()?;
     drop(idle);
@@ -94,10 +140,29 @@ async fn bench(base: &str, bins: &Path, env: &dyn Fn(&mut Command), repo: &Path)
 
 /// Starts FOLLOWERS followers of a new run of `config`, then a worker, and reports.
 #[allow(clippy::too_many_arguments)]
-async fn follow_run(client: &reqwest::Client, base: &str, api_pid: u32, bins: &Path, env: &dyn Fn(&mut Command), config: &str, doc: &str, label: &str) -> anyhow::Result<()> {
-    let run = post(client, &format!("{base}/api/v1/configs/{config}/runs"), json!({"options": {"document_ids": [doc]}})).await?;
-    let url = format!("{base}/api/v1/runs/{}/events?stream=true", run["id"].as_str().unwrap());
-    let followers: Vec<_> = (0..FOLLOWERS).map(|_| tokio::spawn(follow(url.clone()))).collect();
+async fn follow_run(
+    client: &reqwest::Client,
+    base: &str,
+    api_pid: u32,
+    bins: &Path,
+    env: &dyn Fn(&mut Command),
+    config: &str,
+    doc: &str,
+    label: &str,
+) -> anyhow::Result<()> {
+    let run = post(
+        client,
+        &format!("{base}/api/v1/configs/{config}/runs"),
+        json!({"options": {"document_ids": [doc]}}),
+    )
+    .await?;
+    let url = format!(
+        "{base}/api/v1/runs/{}/events?stream=true",
+        run["id"].as_str().unwrap()
+    );
+    let followers: Vec<_> = (0..FOLLOWERS)
+        .map(|_| tokio::spawn(follow(url.clone())))
+        .collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let baseline = rss_kb(api_pid);
     PEAK.store(0, std::sync::atomic::Ordering::Relaxed);
@@ -119,9 +184,21 @@ async fn follow_run(client: &reqwest::Client, base: &str, api_pid: u32, bins: &P
     latencies.sort_by(f64::total_cmp);
     let secs = (last.unwrap() - first.unwrap()).as_secs_f64();
     println!("run of {label}, {FOLLOWERS} SSE followers:");
-    println!("  events delivered   {delivered} in {secs:.2} s = {:.0} events/s", delivered as f64 / secs);
-    println!("  latency persist->client  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms", pct(&latencies, 50.0), pct(&latencies, 99.0), pct(&latencies, 100.0));
-    println!("  API RSS  before {:.1} MB  peak {:.1} MB", baseline as f64 / 1024.0, peak as f64 / 1024.0);
+    println!(
+        "  events delivered   {delivered} in {secs:.2} s = {:.0} events/s",
+        delivered as f64 / secs
+    );
+    println!(
+        "  latency persist->client  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        pct(&latencies, 50.0),
+        pct(&latencies, 99.0),
+        pct(&latencies, 100.0)
+    );
+    println!(
+        "  API RSS  before {:.1} MB  peak {:.1} MB",
+        baseline as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
     Ok(())
 }
 
@@ -230,10 +307,21 @@ async fn post(client: &reqwest::Client, url: &str, body: Value) -> anyhow::Resul
 }
 
 /// A workspace and the sample document: `(workspace_id, document_id)`.
-async fn setup(client: &reqwest::Client, base: &str, repo: &Path) -> anyhow::Result<(String, String)> {
-    let ws = post(client, &format!("{base}/api/v1/workspaces"), json!({"name": "bench"})).await?;
+async fn setup(
+    client: &reqwest::Client,
+    base: &str,
+    repo: &Path,
+) -> anyhow::Result<(String, String)> {
+    let ws = post(
+        client,
+        &format!("{base}/api/v1/workspaces"),
+        json!({"name": "bench"}),
+    )
+    .await?;
     let ws = ws["id"].as_str().unwrap().to_owned();
-    let part = reqwest::multipart::Part::bytes(std::fs::read(repo.join("engine/samples/members.csv"))?).file_name("members.csv");
+    let part =
+        reqwest::multipart::Part::bytes(std::fs::read(repo.join("engine/samples/members.csv"))?)
+            .file_name("members.csv");
     let doc: Value = client
         .post(format!("{base}/api/v1/workspaces/{ws}/documents"))
         .multipart(reqwest::multipart::Form::new().part("file", part))
@@ -245,16 +333,35 @@ async fn setup(client: &reqwest::Client, base: &str, repo: &Path) -> anyhow::Res
 }
 
 /// A configuration whose runs print `lines` lines, at `rate` lines/s if given.
-async fn config(client: &reqwest::Client, base: &str, repo: &Path, ws: &str, lines: usize, rate: Option<usize>) -> anyhow::Result<String> {
+async fn config(
+    client: &reqwest::Client,
+    base: &str,
+    repo: &Path,
+    ws: &str,
+    lines: usize,
+    rate: Option<usize>,
+) -> anyhow::Result<String> {
     let template = repo.join("engine/templates/config");
     let pause = rate.map_or(0.0, |r| 1.0 / r as f64);
     let columns = std::fs::read_to_string(template.join("src/ade_config/columns.py"))?
-        + &format!("\nimport os as _os, time as _time\nif _os.environ.get('ADE_EVENTS_FD'):\n    for _i in range({lines}):\n        print(f'line {{_i}}', flush={flush})\n        if {pause}:\n            _time.sleep({pause})\n", flush = if rate.is_some() { "True" } else { "False" });
+        + &format!(
+            "\nimport os as _os, time as _time\nif _os.environ.get('ADE_EVENTS_FD'):\n    for _i in range({lines}):\n        print(f'line {{_i}}', flush={flush})\n        if {pause}:\n            _time.sleep({pause})\n",
+            flush = if rate.is_some() { "True" } else { "False" }
+        );
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     for (name, body) in [
-        ("pyproject.toml", std::fs::read_to_string(template.join("pyproject.toml"))?),
-        ("README.md", std::fs::read_to_string(template.join("README.md"))?),
-        ("src/ade_config/__init__.py", std::fs::read_to_string(template.join("src/ade_config/__init__.py"))?),
+        (
+            "pyproject.toml",
+            std::fs::read_to_string(template.join("pyproject.toml"))?,
+        ),
+        (
+            "README.md",
+            std::fs::read_to_string(template.join("README.md"))?,
+        ),
+        (
+            "src/ade_config/__init__.py",
+            std::fs::read_to_string(template.join("src/ade_config/__init__.py"))?,
+        ),
         ("src/ade_config/columns.py", columns),
     ] {
         zip.start_file(name, zip::write::SimpleFileOptions::default())?;
@@ -262,7 +369,16 @@ async fn config(client: &reqwest::Client, base: &str, repo: &Path, ws: &str, lin
     }
     let form = reqwest::multipart::Form::new()
         .text("name", format!("chatty-{lines}"))
-        .part("package", reqwest::multipart::Part::bytes(zip.finish()?.into_inner()).file_name("c.zip"));
-    let config: Value = client.post(format!("{base}/api/v1/workspaces/{ws}/configurations")).multipart(form).send().await?.json().await?;
+        .part(
+            "package",
+            reqwest::multipart::Part::bytes(zip.finish()?.into_inner()).file_name("c.zip"),
+        );
+    let config: Value = client
+        .post(format!("{base}/api/v1/workspaces/{ws}/configurations"))
+        .multipart(form)
+        .send()
+        .await?
+        .json()
+        .await?;
     Ok(config["id"].as_str().unwrap().to_owned())
 }

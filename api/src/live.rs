@@ -13,8 +13,6 @@ use crate::routes::streams::Frame;
 use ade_common::amqp::{self, Topology};
 use ade_common::events::Envelope;
 use futures_util::StreamExt as _;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -125,39 +123,9 @@ async fn consume(
         &format!("{}:api:{}:events", topology.prefix(), instance.simple()),
     )
     .await?;
-    let channel = conn.create_channel().await?;
-    amqp::declare(&channel, topology).await?;
+    amqp::declare(&conn.create_channel().await?, topology).await?;
     let queue = topology.events_queue(instance);
-    let options = QueueDeclareOptions {
-        exclusive: true,
-        auto_delete: true,
-        ..Default::default()
-    };
-    channel
-        .queue_declare(queue.as_str().into(), options, FieldTable::default())
-        .await?;
-    let exchange = topology.events_exchange();
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            exchange.as_str().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    let consume = BasicConsumeOptions {
-        no_ack: true,
-        ..Default::default()
-    };
-    let mut deliveries = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            consume,
-            FieldTable::default(),
-        )
-        .await?;
+    let mut deliveries = amqp::subscribe_fanout(&conn, &topology.events_exchange(), &queue).await?;
     *backoff = Duration::from_millis(100);
     // Bound from here on: anything earlier is read from the database.
     hub.resync();

@@ -189,6 +189,42 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), lapin
     Ok(())
 }
 
+/// Consumes a fanout exchange through an exclusive, auto-delete queue named
+/// by the client (lapin cannot redeclare server-named `amq.gen-*` queues
+/// after a reconnect). Messages need no acknowledgement: they are hints.
+pub async fn subscribe_fanout(
+    conn: &Connection,
+    exchange: &str,
+    queue: &str,
+) -> Result<lapin::Consumer, lapin::Error> {
+    use lapin::options::BasicConsumeOptions;
+    let channel = conn.create_channel().await?;
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(queue.into(), options, FieldTable::default())
+        .await?;
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let consume = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    channel
+        .basic_consume(queue.into(), "".into(), consume, FieldTable::default())
+        .await
+}
+
 /// Publishes with confirms over one lazily (re)opened connection.
 ///
 /// The connection is opened on first use and dropped on any failure, so the

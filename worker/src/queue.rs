@@ -23,7 +23,6 @@ use futures_util::StreamExt as _;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use std::time::Duration;
@@ -150,42 +149,12 @@ impl Consumer {
     /// This worker's exclusive queue on the control fanout (client-named, so it
     /// can be declared again after a reconnect).
     async fn control(&self, conn: &lapin::Connection) -> anyhow::Result<lapin::Consumer> {
-        let channel = conn.create_channel().await?;
         let queue = format!(
             "{}.control.{}",
             self.topology.prefix(),
             Uuid::now_v7().simple()
         );
-        let options = QueueDeclareOptions {
-            exclusive: true,
-            auto_delete: true,
-            ..Default::default()
-        };
-        channel
-            .queue_declare(queue.as_str().into(), options, FieldTable::default())
-            .await?;
-        let exchange = self.topology.control_exchange();
-        channel
-            .queue_bind(
-                queue.as_str().into(),
-                exchange.as_str().into(),
-                "".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        let consume = BasicConsumeOptions {
-            no_ack: true,
-            ..Default::default()
-        };
-        Ok(channel
-            .basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                consume,
-                FieldTable::default(),
-            )
-            .await?)
+        Ok(amqp::subscribe_fanout(conn, &self.topology.control_exchange(), &queue).await?)
     }
 
     fn on_control(&self, message: Option<lapin::Result<Delivery>>) -> anyhow::Result<()> {

@@ -6,10 +6,9 @@
 
 use super::{created, json, json_body, parse_json, with};
 use crate::error::ApiError;
-use crate::routes::streams::{Followed, Format, follow, resume_point};
+use crate::routes::streams::{self, EventsQuery, Followed, Format, follow};
 use crate::state::AppState;
 use ade_common::builds::{Reason, Resolved, Target, resolve};
-use ade_common::events::{Envelope, build_events_page};
 use ade_common::time_fmt::serde_ts;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -93,20 +92,6 @@ struct CreateBuild {
 struct BuildOptions {
     #[serde(default)]
     force: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventsQuery {
-    after_sequence: Option<i64>,
-    limit: Option<i64>,
-    stream: Option<bool>,
-}
-
-#[derive(Serialize)]
-struct EventsPage {
-    items: Vec<Envelope>,
-    next_after_sequence: i64,
 }
 
 /// Create, get, events.
@@ -217,25 +202,6 @@ async fn events(
     q: EventsQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if q.stream == Some(true) {
-        let after = resume_point(q.after_sequence, &headers)?;
-        find(&state, id).await?;
-        return Ok(follow(
-            state,
-            Followed::Build(id),
-            after,
-            Format::from_headers(&headers),
-        ));
-    }
-    let (after, limit) = super::runs::events::page_bounds(q.after_sequence, q.limit)?;
     find(&state, id).await?;
-    let items = build_events_page(&state.db().await?, id, after, limit).await?;
-    let next_after_sequence = items.last().map_or(after, |e| e.sequence);
-    Ok(json(
-        StatusCode::OK,
-        &EventsPage {
-            items,
-            next_after_sequence,
-        },
-    ))
+    streams::events(state, Followed::Build(id), q, &headers).await
 }

@@ -1,31 +1,15 @@
 //! `/runs/{id}/events` (pages) and `/runs/{id}/logfile` (everything, NDJSON).
 
 use crate::error::ApiError;
-use crate::routes::streams::{Followed, Format, follow, resume_point};
-use crate::routes::{json, with};
+use crate::routes::streams::{EventsQuery, Followed, events};
+use crate::routes::with;
 use crate::state::AppState;
 use ade_common::events::{Envelope, MAX_PAGE, run_events_page};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::HeaderMap;
-use warp::http::StatusCode;
 use warp::reply::Response;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventsQuery {
-    after_sequence: Option<i64>,
-    limit: Option<i64>,
-    stream: Option<bool>,
-}
-
-#[derive(Serialize)]
-struct EventsPage {
-    items: Vec<Envelope>,
-    next_after_sequence: i64,
-}
 
 /// The events page and the log file.
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
@@ -51,51 +35,8 @@ async fn page(
     q: EventsQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if q.stream == Some(true) {
-        let after = resume_point(q.after_sequence, &headers)?;
-        super::find(&state, id).await?;
-        return Ok(follow(
-            state,
-            Followed::Run(id),
-            after,
-            Format::from_headers(&headers),
-        ));
-    }
-    let (after, limit) = page_bounds(q.after_sequence, q.limit)?;
     super::find(&state, id).await?;
-    let items = run_events_page(&state.db().await?, id, after, limit).await?;
-    let next_after_sequence = items.last().map_or(after, |e| e.sequence);
-    Ok(json(
-        StatusCode::OK,
-        &EventsPage {
-            items,
-            next_after_sequence,
-        },
-    ))
-}
-
-/// Checks `after_sequence` (default 0) and `limit` (default 100, at most 1000).
-pub fn page_bounds(
-    after_sequence: Option<i64>,
-    limit: Option<i64>,
-) -> Result<(i64, i64), ApiError> {
-    let after = after_sequence.unwrap_or(0);
-    if after < 0 {
-        return Err(ApiError::field(
-            "invalid_query",
-            "after_sequence",
-            "must be 0 or more",
-        ));
-    }
-    let limit = limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::field(
-            "invalid_query",
-            "limit",
-            format!("must be between 1 and {MAX_PAGE}"),
-        ));
-    }
-    Ok((after, limit))
+    events(state, Followed::Run(id), q, &headers).await
 }
 
 /// Streams every event as NDJSON, a page at a time, so a long log never sits in memory.
