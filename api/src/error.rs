@@ -171,15 +171,7 @@ impl From<deadpool_postgres::PoolError> for ApiError {
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
         use tokio_postgres::error::SqlState;
-        // No SQLSTATE (I/O), connection exceptions (08), insufficient
-        // resources (53) and operator intervention (57: shutdown, terminated
-        // backends) all mean "the database is not there right now".
-        let unavailable = e.is_closed()
-            || e.code().is_none_or(|c| {
-                ["08", "53", "57"]
-                    .iter()
-                    .any(|class| c.code().starts_with(class))
-            });
+        let unavailable = ade_common::db::is_unavailable(&e);
         if unavailable {
             tracing::warn!(error = %e, "database unavailable");
             return Self::Unavailable;

@@ -101,3 +101,49 @@ async fn connect_with(config: &tokio_postgres::Config) -> anyhow::Result<tokio_p
     });
     Ok(client)
 }
+
+/// True when an error means the database is not reachable right now (retry
+/// later), rather than that the statement is wrong: no SQLSTATE (I/O),
+/// connection exceptions (08), insufficient resources (53) and operator
+/// intervention (57: shutdown, terminated backends).
+pub fn is_unavailable(e: &tokio_postgres::Error) -> bool {
+    e.is_closed()
+        || e.code().is_none_or(|c| {
+            ["08", "53", "57"]
+                .iter()
+                .any(|class| c.code().starts_with(class))
+        })
+}
+
+/// [`is_unavailable`] for any error chain; pool errors always count.
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<tokio_postgres::Error>()
+            .is_some_and(is_unavailable)
+            || cause
+                .downcast_ref::<deadpool_postgres::PoolError>()
+                .is_some()
+    })
+}
+
+/// Runs `op` again while it fails with transient database errors, for up to
+/// `patience`; other errors, and the last transient one, are returned.
+pub async fn retry_transient<T, F, Fut>(patience: Duration, mut op: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match op().await {
+            Err(e) if is_transient(&e) && tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database unavailable; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            result => return result,
+        }
+    }
+}

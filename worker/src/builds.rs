@@ -20,6 +20,7 @@ use crate::process::Channel;
 use crate::runs::Claim;
 use crate::venv::{BuildSpec, Marker, Progress, Ready};
 use ade_common::builds::{Reason, Resolved, Target, resolve};
+use ade_common::db::retry_transient;
 use ade_common::events::{NewEvent, Source};
 use anyhow::Context as _;
 use serde_json::{Value, json};
@@ -49,7 +50,7 @@ pub async fn prepare(
     events: &EventSink,
     stop: CancellationToken,
 ) -> Result<Ready, String> {
-    let planned = plan(ctx, claim, events)
+    let planned = retry_transient(crate::DB_PATIENCE, || plan(ctx, claim, events))
         .await
         .map_err(|e| format!("could not prepare the build: {e:#}"))?;
     let (build, package) = planned;

@@ -9,6 +9,7 @@ use crate::Context;
 use crate::events::EventSink;
 use crate::process::{self, Channel, Guard, ProcessError};
 use crate::runs::{Claim, Completion};
+use ade_common::db::retry_transient;
 use ade_common::events::{NewEvent, Source};
 use ade_common::runs::Failure;
 use serde_json::{Value, json};
@@ -46,7 +47,7 @@ pub async fn execute(
     events
         .emit(NewEvent::new("run.started", Source::Worker, started))
         .await;
-    let inputs = match stage_inputs(ctx, claim).await {
+    let inputs = match retry_transient(crate::DB_PATIENCE, || stage_inputs(ctx, claim)).await {
         Ok(inputs) => inputs,
         Err(e) => {
             return Completion::failed(

@@ -36,6 +36,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// How long a run's preparation waits out a database outage before it fails.
+pub const DB_PATIENCE: Duration = Duration::from_secs(60);
+
 /// What a job needs from its worker; cheap to clone.
 #[derive(Clone)]
 pub struct Context {

@@ -263,18 +263,7 @@ async fn hand_back(ctx: &Context, claim: &Claim) -> anyhow::Result<()> {
 /// Writes the terminal state and `run.completed` in one transaction.
 /// Returns false when the run was no longer ours (nothing written).
 async fn complete(ctx: &Context, claim: &Claim, c: &Completion) -> anyhow::Result<bool> {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match try_complete(ctx, claim, c).await {
-            Ok(written) => return Ok(written),
-            Err(e) if delay < Duration::from_secs(10) => {
-                tracing::warn!(run.id = %claim.run_id, error = %e, "writing the terminal state failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    ade_common::db::retry_transient(crate::DB_PATIENCE, || try_complete(ctx, claim, c)).await
 }
 
 async fn try_complete(ctx: &Context, claim: &Claim, c: &Completion) -> anyhow::Result<bool> {
