@@ -195,13 +195,7 @@ async fn run_engine(
                 ),
             ),
         ),
-        Err(ProcessError::Cancelled) => Completion {
-            status: "cancelled",
-            exit_code: None,
-            failure: None,
-            outputs: vec![],
-            summary: json!({}),
-        },
+        Err(ProcessError::Cancelled) => Completion::cancelled(),
         Err(e) => Completion::failed(
             2,
             Failure::new("run", "environment_unavailable", e.to_string()),

@@ -210,7 +210,7 @@ pub fn resume_point(after_sequence: Option<i64>, headers: &HeaderMap) -> Result<
 
 /// A streaming response following `followed` after sequence `after`.
 pub fn follow(state: AppState, followed: Followed, after: i64, format: Format) -> Response {
-    let (tx, rx) = mpsc::channel::<Bytes>(32);
+    let (tx, rx) = mpsc::channel::<Bytes>(8);
     let live = state.hub.subscribe(followed.key());
     tokio::spawn(
         Follower {

@@ -462,11 +462,6 @@ impl TestApp {
             .get(0);
         assert_eq!(open, 0, "runs were left queued or running");
         drop(db);
-        assert_eq!(
-            ready_messages(&self.prefix).await,
-            0,
-            "run messages were left unacknowledged"
-        );
         let data = self.data_dir.to_string_lossy().into_owned();
         assert!(
             processes_mentioning(&data).is_empty(),
