@@ -63,10 +63,10 @@ impl Hub {
         let key = event.run_id.or(event.build_id);
         let Some(key) = key else { return };
         let mut streams = self.streams.lock().expect("hub lock");
-        if let Some(sender) = streams.get(&key) {
-            if sender.send(Arc::new(Frame::from(&event))).is_err() {
-                streams.remove(&key);
-            }
+        if let Some(sender) = streams.get(&key)
+            && sender.send(Arc::new(Frame::from(&event))).is_err()
+        {
+            streams.remove(&key);
         }
     }
 

@@ -303,10 +303,11 @@ impl Publisher {
 
     async fn channel(&self) -> Result<Channel, BrokerError> {
         let mut state = self.state.lock().await;
-        if let Some((conn, channel)) = state.as_ref() {
-            if conn.status().connected() && channel.status().connected() {
-                return Ok(channel.clone());
-            }
+        if let Some((conn, channel)) = state.as_ref()
+            && conn.status().connected()
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
         }
         let conn = connect(&self.url, &self.name).await?;
         let channel = conn.create_channel().await?;

@@ -91,12 +91,10 @@ pub async fn resolve(
     reason: Reason,
 ) -> Result<Resolved, tokio_postgres::Error> {
     let fingerprint = identity.fingerprint(&target.config_digest);
-    if !force {
-        if let Some(found) = newest(db, target.configuration_id, &fingerprint).await? {
-            match found {
-                Resolved::Failed { .. } if create_after_failure => {}
-                found => return Ok(found),
-            }
+    if !force && let Some(found) = newest(db, target.configuration_id, &fingerprint).await? {
+        match found {
+            Resolved::Failed { .. } if create_after_failure => {}
+            found => return Ok(found),
         }
     }
     let id = crate::ids::new_id();

@@ -219,10 +219,10 @@ async fn make_venv(
         sinks.emit("build.completed", payload).await;
     }
     // A failed hydration of a ready build is this host's problem, not the build's.
-    if build.status != "ready" {
-        if let Err(e) = record(ctx, build.id, result.as_ref().ok(), error.as_deref()).await {
-            tracing::warn!(build.id = %build.id, error = %e, "could not record the build's state");
-        }
+    if build.status != "ready"
+        && let Err(e) = record(ctx, build.id, result.as_ref().ok(), error.as_deref()).await
+    {
+        tracing::warn!(build.id = %build.id, error = %e, "could not record the build's state");
     }
     result.map_err(|e| format!("{e:#}"))
 }

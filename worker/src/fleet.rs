@@ -98,14 +98,13 @@ async fn offer(ctx: &Context, id: uuid::Uuid) {
         })
         .await
         .is_ok()
+        && let Ok(db) = ctx.pool.get().await
     {
-        if let Ok(db) = ctx.pool.get().await {
-            let _ = db
-                .execute(
-                    "UPDATE runs SET dispatched_at = now() WHERE id = $1",
-                    &[&id],
-                )
-                .await;
-        }
+        let _ = db
+            .execute(
+                "UPDATE runs SET dispatched_at = now() WHERE id = $1",
+                &[&id],
+            )
+            .await;
     }
 }

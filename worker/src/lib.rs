@@ -5,6 +5,7 @@
 //! - [`runs`]: one run from claim to terminal state ([`runs::process_one`]).
 //! - [`builds`]: the build record a run uses and its venv on this host.
 //! - [`venv`]: the host-local venv cache (lock, temp folder, marker, rename).
+//! - [`wheels`]: the engine and configuration wheels venvs are installed from.
 //! - [`cache`]: build and in-use locks, and the collector of unused venvs.
 //! - [`engine`]: inputs, the engine subprocess, and its events.
 //! - [`process`]: guarded subprocesses (process group, deadline, cancel).
@@ -26,6 +27,7 @@ pub mod runs;
 pub mod settings;
 pub mod stop;
 pub mod venv;
+pub mod wheels;
 
 use ade_common::amqp::Topology;
 use ade_common::storage::DataDir;

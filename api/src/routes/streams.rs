@@ -319,10 +319,10 @@ impl Follower {
                 break;
             }
         }
-        if !out.is_empty() {
-            if let Flow::Done = self.write(out.into()).await {
-                return Flow::Done;
-            }
+        if !out.is_empty()
+            && let Flow::Done = self.write(out.into()).await
+        {
+            return Flow::Done;
         }
         match (end, gap) {
             (true, _) => Flow::Done,
@@ -351,10 +351,10 @@ impl Follower {
                     break;
                 }
             }
-            if !out.is_empty() {
-                if let Flow::Done = self.write(out.into()).await {
-                    return Flow::Done;
-                }
+            if !out.is_empty()
+                && let Flow::Done = self.write(out.into()).await
+            {
+                return Flow::Done;
             }
             if end {
                 return Flow::Done;

@@ -16,16 +16,20 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub use crate::follow::follow_url;
+pub use crate::infra::processes_mentioning;
+use crate::infra::{create_from_template, delete_broker_objects, drop_database, ready_messages};
+
 /// How long any wait in a test may take before it fails.
 pub const DEADLINE: Duration = Duration::from_secs(120);
 
-fn admin_url(db: &str) -> String {
+pub fn admin_url(db: &str) -> String {
     let base = std::env::var("ADE_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     format!("{}/{db}", base.trim_end_matches('/'))
 }
 
-fn repo_root() -> PathBuf {
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
@@ -73,7 +77,7 @@ impl TestApp {
 
     /// An API configured by `options`.
     pub async fn with(options: Options) -> Self {
-        let _ = tracing_subscriber_init();
+        tracing_subscriber_init();
         let db_name = format!("ade_test_{}", Uuid::now_v7().simple());
         create_from_template(&db_name).await;
         let prefix = format!("test-{}", Uuid::now_v7().simple());
@@ -473,67 +477,6 @@ impl TestApp {
     }
 }
 
-/// Reads a whole event stream at `url` and parses SSE or NDJSON into events.
-pub async fn follow_url(url: &str, sse: bool, last_event_id: Option<i64>) -> Vec<Value> {
-    let mut req = reqwest::Client::new().get(url);
-    if sse {
-        req = req.header("accept", "text/event-stream");
-    }
-    if let Some(id) = last_event_id {
-        req = req.header("last-event-id", id.to_string());
-    }
-    let res = tokio::time::timeout(DEADLINE, req.send())
-        .await
-        .expect("the stream starts")
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let content_type = res.headers()["content-type"].to_str().unwrap().to_owned();
-    assert_eq!(res.headers()["cache-control"], "no-cache");
-    let body = tokio::time::timeout(DEADLINE, res.text())
-        .await
-        .expect("the stream ends")
-        .unwrap();
-    if sse {
-        assert_eq!(content_type, "text/event-stream");
-        parse_sse(&body)
-    } else {
-        assert_eq!(content_type, "application/x-ndjson");
-        body.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-/// SSE frames to events, checking that `id` and `event` match the data.
-fn parse_sse(body: &str) -> Vec<Value> {
-    let mut events = Vec::new();
-    for frame in body.split("\n\n").filter(|f| !f.trim().is_empty()) {
-        let (mut id, mut kind, mut data) = (None, None, None);
-        for line in frame.lines() {
-            if let Some(v) = line.strip_prefix("id: ") {
-                id = Some(v.to_owned())
-            }
-            if let Some(v) = line.strip_prefix("event: ") {
-                kind = Some(v.to_owned())
-            }
-            if let Some(v) = line.strip_prefix("data: ") {
-                data = Some(serde_json::from_str::<Value>(v).unwrap())
-            }
-        }
-        if let Some(event) = data {
-            assert_eq!(id.unwrap(), event["sequence"].to_string());
-            assert_eq!(kind.as_deref(), event["type"].as_str());
-            events.push(event);
-        } else {
-            assert!(
-                frame.starts_with("retry: ") || frame.starts_with(':'),
-                "unexpected frame {frame:?}"
-            );
-        }
-    }
-    events
-}
-
 /// Asserts the status and returns the JSON body.
 pub async fn ok_json(res: reqwest::Response, status: StatusCode) -> Value {
     let got = res.status();
@@ -555,167 +498,8 @@ pub async fn assert_problem(res: reqwest::Response, status: StatusCode, code: &s
     body
 }
 
-/// Processes whose command line mentions `needle`.
-pub fn processes_mentioning(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains(needle) {
-                found.push(cmdline);
-            }
-        }
-    }
-    found
-}
-
 fn tracing_subscriber_init() {
     if std::env::var("TEST_LOG").is_ok() {
         ade_common::telemetry::init(ade_common::telemetry::LogFormat::Text);
     }
-}
-
-/// Name of the template database for the current migrations.
-fn template_name() -> String {
-    let dir = repo_root().join("migrations");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    files.sort();
-    let mut all = Vec::new();
-    for f in files {
-        all.extend(f.file_name().unwrap().as_encoded_bytes());
-        all.extend(std::fs::read(f).unwrap());
-    }
-    format!(
-        "ade_test_template_{}",
-        &ade_common::ids::Digest::sha256(&all).hex()[..16]
-    )
-}
-
-/// Creates `name` from the migrated template, creating the template first if needed.
-/// Both happen under an advisory lock shared by every test process.
-async fn create_from_template(name: &str) {
-    let admin = ade_common::db::connect(&admin_url("postgres"))
-        .await
-        .unwrap();
-    admin
-        .execute("SELECT pg_advisory_lock(4242)", &[])
-        .await
-        .unwrap();
-    let template = template_name();
-    let exists = admin
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&template])
-        .await
-        .unwrap()
-        .is_some();
-    if !exists {
-        let building = format!("{template}_tmp");
-        admin
-            .execute(
-                &format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"),
-                &[],
-            )
-            .await
-            .unwrap();
-        admin
-            .execute(&format!("CREATE DATABASE {building}"), &[])
-            .await
-            .unwrap();
-        ade_common::db::migrate(&admin_url(&building))
-            .await
-            .unwrap();
-        // Renaming last means a half-migrated template is never used.
-        let rename = format!("ALTER DATABASE {building} RENAME TO {template}");
-        retry_in_use(|| admin.execute(rename.as_str(), &[])).await;
-    }
-    let create = format!("CREATE DATABASE {name} TEMPLATE {template}");
-    retry_in_use(|| admin.execute(create.as_str(), &[])).await;
-    admin
-        .execute("SELECT pg_advisory_unlock(4242)", &[])
-        .await
-        .unwrap();
-}
-
-/// Retries while PostgreSQL reports the source database still in use (a
-/// just-closed session can linger for a moment).
-async fn retry_in_use<F, Fut>(mut op: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<u64, tokio_postgres::Error>>,
-{
-    for _ in 0..100 {
-        match op().await {
-            Ok(_) => return,
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-    panic!("the template database stayed in use");
-}
-
-async fn drop_database(name: &str) {
-    let admin = ade_common::db::connect(&admin_url("postgres"))
-        .await
-        .unwrap();
-    admin
-        .execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[])
-        .await
-        .unwrap();
-}
-
-/// Messages ready in `<prefix>.runs` (a settled job leaves none).
-async fn ready_messages(prefix: &str) -> u32 {
-    let url = std::env::var("ADE_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let conn = ade_common::amqp::connect(&url, "test-check").await.unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    let passive = lapin::options::QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let count = match channel
-        .queue_declare(
-            format!("{prefix}.runs").as_str().into(),
-            passive,
-            Default::default(),
-        )
-        .await
-    {
-        Ok(queue) => queue.message_count(),
-        Err(_) => 0,
-    };
-    let _ = conn.close(200, "done".into()).await;
-    count
-}
-
-async fn delete_broker_objects(prefix: &str) {
-    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-    let url = std::env::var("ADE_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let conn = ade_common::amqp::connect(&url, "test-cleanup")
-        .await
-        .unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    for queue in ["runs", "builds", "dead"] {
-        let _ = channel
-            .queue_delete(
-                format!("{prefix}.{queue}").as_str().into(),
-                QueueDeleteOptions::default(),
-            )
-            .await;
-    }
-    for exchange in ["jobs", "events", "control", "dead"] {
-        let _ = channel
-            .exchange_delete(
-                format!("{prefix}.{exchange}").as_str().into(),
-                ExchangeDeleteOptions::default(),
-            )
-            .await;
-    }
-    let _ = conn.close(200, "done".into()).await;
 }

@@ -1,7 +1,9 @@
 //! Black-box tests of the API and workers against real PostgreSQL and
 //! RabbitMQ. One binary (faster to link); one module per area.
 
+mod follow;
 mod helpers;
+mod infra;
 
 mod builds;
 mod configurations;

@@ -64,18 +64,18 @@ async fn create(
     let digest = Digest::sha256(&serde_json::to_vec(&req.options).expect("options serialize"));
     let mut db = state.db().await?;
     let tx = db.transaction().await?;
-    if let Some(key) = &key {
-        if let Some(existing) = find_by_key(&tx, config_id, key, &digest).await? {
-            if req.stream {
-                return Ok(follow(
-                    state,
-                    Followed::Run(existing.id()),
-                    0,
-                    Format::from_headers(&headers),
-                ));
-            }
-            return Ok(json(StatusCode::OK, &existing));
+    if let Some(key) = &key
+        && let Some(existing) = find_by_key(&tx, config_id, key, &digest).await?
+    {
+        if req.stream {
+            return Ok(follow(
+                state,
+                Followed::Run(existing.id()),
+                0,
+                Format::from_headers(&headers),
+            ));
         }
+        return Ok(json(StatusCode::OK, &existing));
     }
     let target = check_preconditions(&tx, &state, config_id, &req.options).await?;
     let build = choose_build(&tx, &state, &target, req.options.force_rebuild).await?;

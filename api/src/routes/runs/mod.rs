@@ -73,14 +73,14 @@ async fn list(ws: Uuid, state: AppState, q: ListQuery) -> Result<Response, ApiEr
         cursor: q.cursor,
     }
     .limit()?;
-    if let Some(s) = &q.status {
-        if !ade_common::runs::RUN_STATUSES.contains(&s.as_str()) {
-            return Err(ApiError::field(
-                "invalid_query",
-                "status",
-                format!("unknown status {s:?}"),
-            ));
-        }
+    if let Some(s) = &q.status
+        && !ade_common::runs::RUN_STATUSES.contains(&s.as_str())
+    {
+        return Err(ApiError::field(
+            "invalid_query",
+            "status",
+            format!("unknown status {s:?}"),
+        ));
     }
     let rows = state
         .db()
