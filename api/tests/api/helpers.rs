@@ -374,6 +374,22 @@ impl TestApp {
         )
     }
 
+    /// A workspace with this configuration package and the sample document: `(config_id, document_id)`.
+    pub async fn package_setup(&self, package: Vec<u8>) -> (String, String) {
+        let ws = self.create_workspace().await;
+        let ws = ws["id"].as_str().unwrap();
+        let config = ok_json(
+            self.upload_configuration(ws, package).await,
+            StatusCode::CREATED,
+        )
+        .await;
+        let doc = self.upload_sample(ws).await;
+        (
+            config["id"].as_str().unwrap().to_owned(),
+            doc["id"].as_str().unwrap().to_owned(),
+        )
+    }
+
     /// Submits a run with these options and returns it (201).
     pub async fn submit(&self, config: &str, options: Value) -> Value {
         ok_json(
@@ -475,6 +491,20 @@ impl TestApp {
         delete_broker_objects(&self.prefix).await;
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
+}
+
+/// How many events of `kind` there are.
+pub fn count_of(events: &[Value], kind: &str) -> usize {
+    events.iter().filter(|e| e["type"] == kind).count()
+}
+
+/// Asserts that sequences run 1, 2, … without holes or repeats.
+pub fn assert_gapless(events: &[Value]) {
+    let sequences: Vec<i64> = events
+        .iter()
+        .map(|e| e["sequence"].as_i64().unwrap())
+        .collect();
+    assert_eq!(sequences, (1..=events.len() as i64).collect::<Vec<_>>());
 }
 
 /// Asserts the status and returns the JSON body.

@@ -1,22 +1,13 @@
 use crate::configurations::config_package;
-use crate::helpers::{DEADLINE, Options, TestApp, assert_problem, ok_json, processes_mentioning};
+use crate::helpers::{
+    DEADLINE, Options, TestApp, assert_gapless, assert_problem, count_of, ok_json,
+    processes_mentioning,
+};
 use crate::streams::chatty_setup;
 use ade_common::amqp::{JobKind, JobMessage, Publisher, Topology};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-
-fn count(events: &[Value], kind: &str) -> usize {
-    events.iter().filter(|e| e["type"] == kind).count()
-}
-
-fn assert_gapless(events: &[Value]) {
-    let sequences: Vec<i64> = events
-        .iter()
-        .map(|e| e["sequence"].as_i64().unwrap())
-        .collect();
-    assert_eq!(sequences, (1..=events.len() as i64).collect::<Vec<_>>());
-}
 
 /// Polls until `cond` holds for the run.
 async fn wait_until(app: &TestApp, id: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
@@ -86,8 +77,8 @@ async fn a_run_whose_worker_is_killed_completes_on_another_worker() {
     assert_eq!(run["attempt"], 2);
     let events = app.all_events(&id).await;
     assert_gapless(&events);
-    assert_eq!(count(&events, "run.retry"), 1);
-    assert_eq!(count(&events, "run.completed"), 1);
+    assert_eq!(count_of(&events, "run.retry"), 1);
+    assert_eq!(count_of(&events, "run.completed"), 1);
     let retry = events.iter().find(|e| e["type"] == "run.retry").unwrap();
     assert_eq!(retry["payload"]["next_attempt"], 2);
     assert!(
@@ -122,8 +113,8 @@ async fn a_redelivered_message_does_not_start_a_live_run_twice() {
     let run = app.wait_for_run(&id).await;
     assert_eq!(run["status"], "succeeded");
     let events = app.all_events(&id).await;
-    assert_eq!(count(&events, "run.started"), 1);
-    assert_eq!(count(&events, "run.completed"), 1);
+    assert_eq!(count_of(&events, "run.started"), 1);
+    assert_eq!(count_of(&events, "run.completed"), 1);
     app.finish().await;
 }
 
@@ -166,7 +157,7 @@ async fn the_reaper_retries_lost_runs_then_gives_up() {
     assert_eq!(run["attempt"], 2);
     let events = app.all_events(&retried).await;
     assert_gapless(&events);
-    assert_eq!(count(&events, "run.retry"), 1);
+    assert_eq!(count_of(&events, "run.retry"), 1);
     app.finish().await;
 }
 
@@ -220,8 +211,8 @@ async fn runs_still_running_after_the_drain_period_are_handed_back() {
     assert!(run["worker_id"].as_str().unwrap().starts_with("other"));
     let events = app.all_events(&id).await;
     assert_gapless(&events);
-    assert_eq!(count(&events, "run.retry"), 1);
-    assert_eq!(count(&events, "run.started"), 2);
+    assert_eq!(count_of(&events, "run.retry"), 1);
+    assert_eq!(count_of(&events, "run.started"), 2);
     app.finish().await;
 }
 
@@ -242,22 +233,12 @@ fn lingering_package(marker: &str) -> Vec<u8> {
 #[tokio::test]
 async fn cancel_stops_queued_and_running_runs() {
     let mut app = TestApp::with(Options::default()).await;
-    let ws = app.create_workspace().await;
-    let ws = ws["id"].as_str().unwrap();
     let marker = format!("ade-grandchild-{}", app.prefix);
-    let config = ok_json(
-        app.upload_configuration(ws, lingering_package(&marker))
-            .await,
-        StatusCode::CREATED,
-    )
-    .await;
-    let config = config["id"].as_str().unwrap();
-    let doc = app.upload_sample(ws).await;
+    let (config, doc) = app.package_setup(lingering_package(&marker)).await;
+    let config = config.as_str();
 
     // Queued (no worker yet): cancelled at once.
-    let queued = app
-        .submit(config, json!({"document_ids": [doc["id"]]}))
-        .await;
+    let queued = app.submit(config, json!({"document_ids": [doc]})).await;
     let queued = queued["id"].as_str().unwrap();
     let res = app
         .post_json(&format!("/api/v1/runs/{queued}/cancel"), &json!({}))
@@ -272,9 +253,7 @@ async fn cancel_stops_queued_and_running_runs() {
 
     // Running: the engine and its grandchild are killed.
     app.start_worker("w", None).await;
-    let running = app
-        .submit(config, json!({"document_ids": [doc["id"]]}))
-        .await;
+    let running = app.submit(config, json!({"document_ids": [doc]})).await;
     let running = running["id"].as_str().unwrap().to_owned();
     wait_for_engine_output(&app, &running).await;
     assert!(
@@ -313,25 +292,12 @@ async fn cancel_stops_queued_and_running_runs() {
 #[tokio::test]
 async fn a_run_past_its_timeout_is_killed_with_exit_code_124() {
     let mut app = TestApp::with(Options::default()).await;
-    let ws = app.create_workspace().await;
-    let ws = ws["id"].as_str().unwrap();
     let marker = format!("ade-grandchild-{}", app.prefix);
-    let config = ok_json(
-        app.upload_configuration(ws, lingering_package(&marker))
-            .await,
-        StatusCode::CREATED,
-    )
-    .await;
-    let doc = app.upload_sample(ws).await;
+    let (config, doc) = app.package_setup(lingering_package(&marker)).await;
     let mut settings = app.worker_settings("w", None);
     settings.run_timeout_seconds = 2;
     app.start_worker_with(settings).await;
-    let run = app
-        .submit(
-            config["id"].as_str().unwrap(),
-            json!({"document_ids": [doc["id"]]}),
-        )
-        .await;
+    let run = app.submit(&config, json!({"document_ids": [doc]})).await;
     let run = app.wait_for_run(run["id"].as_str().unwrap()).await;
     assert_eq!(run["status"], "failed");
     assert_eq!(run["exit_code"], 124);

@@ -1,18 +1,10 @@
 use crate::configurations::config_package;
-use crate::helpers::{Options, TestApp, assert_problem, ok_json};
+use crate::helpers::{Options, TestApp, assert_gapless, assert_problem, ok_json};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 fn types(events: &[Value]) -> Vec<&str> {
     events.iter().map(|e| e["type"].as_str().unwrap()).collect()
-}
-
-fn assert_gapless(events: &[Value]) {
-    let sequences: Vec<i64> = events
-        .iter()
-        .map(|e| e["sequence"].as_i64().unwrap())
-        .collect();
-    assert_eq!(sequences, (1..=events.len() as i64).collect::<Vec<_>>());
 }
 
 #[tokio::test]

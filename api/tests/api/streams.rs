@@ -1,5 +1,5 @@
 use crate::configurations::config_package;
-use crate::helpers::{Options, TestApp, assert_problem, follow_url, ok_json};
+use crate::helpers::{Options, TestApp, assert_problem, follow_url};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -15,19 +15,7 @@ pub fn chatty_package(lines: usize, delay_s: f64) -> Vec<u8> {
 }
 
 pub async fn chatty_setup(app: &TestApp, lines: usize, delay_s: f64) -> (String, String) {
-    let ws = app.create_workspace().await;
-    let ws = ws["id"].as_str().unwrap();
-    let config = ok_json(
-        app.upload_configuration(ws, chatty_package(lines, delay_s))
-            .await,
-        StatusCode::CREATED,
-    )
-    .await;
-    let doc = app.upload_sample(ws).await;
-    (
-        config["id"].as_str().unwrap().to_owned(),
-        doc["id"].as_str().unwrap().to_owned(),
-    )
+    app.package_setup(chatty_package(lines, delay_s)).await
 }
 
 async fn logfile(app: &TestApp, id: &str) -> Vec<Value> {

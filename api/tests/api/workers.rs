@@ -1,11 +1,7 @@
-use crate::helpers::{Options, TestApp};
+use crate::helpers::{Options, TestApp, count_of};
 use ade_common::amqp::{JobKind, JobMessage, Publisher, Topology};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::collections::HashSet;
-
-fn count(events: &[Value], kind: &str) -> usize {
-    events.iter().filter(|e| e["type"] == kind).count()
-}
 
 #[tokio::test]
 async fn two_workers_share_the_queue_and_each_run_executes_once() {
@@ -27,9 +23,9 @@ async fn two_workers_share_the_queue_and_each_run_executes_once() {
         assert_eq!(run["attempt"], 1);
         workers.insert(run["worker_id"].as_str().unwrap().to_owned());
         let events = app.all_events(id).await;
-        assert_eq!(count(&events, "run.started"), 1, "run {id} started once");
+        assert_eq!(count_of(&events, "run.started"), 1, "run {id} started once");
         assert_eq!(
-            count(&events, "run.completed"),
+            count_of(&events, "run.completed"),
             1,
             "run {id} completed once"
         );
@@ -41,7 +37,7 @@ async fn two_workers_share_the_queue_and_each_run_executes_once() {
     // Both workers built from one build record: at most one build.created in all.
     let mut created = 0;
     for id in &ids {
-        created += count(&app.all_events(id).await, "build.created");
+        created += count_of(&app.all_events(id).await, "build.created");
     }
     assert_eq!(created, 1);
     app.finish().await;
@@ -85,7 +81,7 @@ async fn duplicate_and_poison_messages_are_harmless() {
         "succeeded"
     );
     let events = app.all_events(id).await;
-    assert_eq!(count(&events, "run.started"), 1);
-    assert_eq!(count(&events, "run.completed"), 1);
+    assert_eq!(count_of(&events, "run.started"), 1);
+    assert_eq!(count_of(&events, "run.completed"), 1);
     app.finish().await;
 }
