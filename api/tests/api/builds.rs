@@ -399,3 +399,69 @@ async fn a_broken_dependency_fails_the_build_and_its_runs() {
     );
     app.finish().await;
 }
+
+#[tokio::test]
+async fn a_hundred_runs_at_once_share_one_build_record() {
+    let app = TestApp::with(Options::default()).await;
+    let (config, doc) = app.sample_setup().await;
+    let body = json!({"options": {"document_ids": [doc], "dry_run": true}});
+    let url = app.url(&format!("/api/v1/configs/{config}/runs"));
+    let requests = (0..100).map(|_| {
+        let (url, body) = (url.clone(), body.clone());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        })
+    });
+    let mut builds = std::collections::HashSet::new();
+    let mut runs = Vec::new();
+    for request in requests {
+        let run = ok_json(request.await.unwrap(), StatusCode::CREATED).await;
+        builds.insert(run["build_id"].as_str().unwrap().to_owned());
+        runs.push(run["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(builds.len(), 1, "one build for equal content: {builds:?}");
+    // No worker here: cancel them (queued runs end at once).
+    for id in runs {
+        let res = app
+            .post_json(&format!("/api/v1/runs/{id}/cancel"), &json!({}))
+            .await;
+        ok_json(res, StatusCode::ACCEPTED).await;
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_build_past_its_timeout_fails_its_run() {
+    let mut app = TestApp::with(Options::default()).await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/templates/config");
+    let columns = std::fs::read_to_string(root.join("src/ade_config/columns.py")).unwrap();
+    // Importing the rules hangs outside a run, so the build's import check never ends.
+    let hang = "\nimport os as _os, time as _time\nif not _os.environ.get('ADE_EVENTS_FD'):\n    _time.sleep(600)\n";
+    let (config, doc) = app
+        .package_setup(crate::configurations::config_package(&(columns + hang)))
+        .await;
+    let mut settings = app.worker_settings("w", None);
+    settings.build_timeout_seconds = 3;
+    app.start_worker_with(settings).await;
+    let run = sample_run(&app, &config, &doc, json!({})).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["failure"]["code"], "build_failed");
+    let message = run["failure"]["message"].as_str().unwrap();
+    assert!(message.contains("timed out"), "{message}");
+    let build = ok_json(
+        app.get(&format!(
+            "/api/v1/builds/{}",
+            run["build_id"].as_str().unwrap()
+        ))
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(build["status"], "failed");
+    app.finish().await;
+}
