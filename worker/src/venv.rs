@@ -150,28 +150,18 @@ impl VenvCache {
         let in_use = cache::hold(&self.root, build_id)
             .await
             .context("marking the venv in use")?;
-        if let Some(marker) = valid_marker(&venv, build_id).await {
-            let python = venv.join("bin/python");
-            return Ok(Ready {
-                python,
-                reused: true,
-                marker,
-                in_use,
-            });
-        }
+        let in_use = match reuse(&venv, build_id, in_use).await {
+            Ok(ready) => return Ok(ready),
+            Err(in_use) => in_use,
+        };
         let _lock = cache::lock_build(&self.root, build_id, &cancel)
             .await
             .context("locking the build")?;
         // Another builder may have finished while we waited for the lock.
-        if let Some(marker) = valid_marker(&venv, build_id).await {
-            let python = venv.join("bin/python");
-            return Ok(Ready {
-                python,
-                reused: true,
-                marker,
-                in_use,
-            });
-        }
+        let in_use = match reuse(&venv, build_id, in_use).await {
+            Ok(ready) => return Ok(ready),
+            Err(in_use) => in_use,
+        };
         clear_leftovers(&dir).await?;
         let tmp = dir.join(format!(".venv.tmp-{}", Uuid::now_v7().simple()));
         let src = dir.join(format!(".src-{}", Uuid::now_v7().simple()));
@@ -356,6 +346,19 @@ pub fn scrubbed(program: &Path) -> Command {
         cmd.env("HOME", home);
     }
     cmd
+}
+
+/// The existing venv if its marker is valid; otherwise the in-use hold back.
+async fn reuse(venv: &Path, build_id: Uuid, in_use: std::fs::File) -> Result<Ready, std::fs::File> {
+    match valid_marker(venv, build_id).await {
+        Some(marker) => Ok(Ready {
+            python: venv.join("bin/python"),
+            reused: true,
+            marker,
+            in_use,
+        }),
+        None => Err(in_use),
+    }
 }
 
 async fn valid_marker(venv: &Path, build_id: Uuid) -> Option<Marker> {

@@ -6,7 +6,8 @@
 
 use super::{created, json, json_body, parse_json, with};
 use crate::error::ApiError;
-use crate::routes::streams::{self, EventsQuery, Followed, Format, follow};
+use crate::routes::event_pages::{self, EventsQuery};
+use crate::routes::streams::{Followed, Format, follow};
 use crate::state::AppState;
 use ade_common::builds::{Reason, Resolved, Target, resolve};
 use ade_common::time_fmt::serde_ts;
@@ -203,5 +204,5 @@ async fn events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     find(&state, id).await?;
-    streams::events(state, Followed::Build(id), q, &headers).await
+    event_pages::events(state, Followed::Build(id), q, &headers).await
 }

@@ -8,6 +8,7 @@
 pub mod builds;
 pub mod configurations;
 pub mod documents;
+pub mod event_pages;
 pub mod health;
 pub mod multipart;
 pub mod operations;

@@ -78,7 +78,7 @@ impl Followed {
         end.is_some_and(|end| end <= last)
     }
 
-    async fn page(
+    pub(crate) async fn page(
         self,
         state: &AppState,
         after: i64,
@@ -114,74 +114,6 @@ impl Format {
             Self::Ndjson
         }
     }
-}
-
-/// The query of `GET …/events`: a page, or `stream=true`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventsQuery {
-    after_sequence: Option<i64>,
-    limit: Option<i64>,
-    stream: Option<bool>,
-}
-
-#[derive(serde::Serialize)]
-struct EventsPage {
-    items: Vec<Envelope>,
-    next_after_sequence: i64,
-}
-
-/// Answers `GET …/events` of a run or build that exists: a page of events,
-/// or with `stream=true` the live stream.
-pub async fn events(
-    state: AppState,
-    followed: Followed,
-    q: EventsQuery,
-    headers: &HeaderMap,
-) -> Result<Response, ApiError> {
-    if q.stream == Some(true) {
-        let after = resume_point(q.after_sequence, headers)?;
-        return Ok(follow(
-            state,
-            followed,
-            after,
-            Format::from_headers(headers),
-        ));
-    }
-    let (after, limit) = page_bounds(q.after_sequence, q.limit)?;
-    let items = followed.page(&state, after, limit).await?;
-    let next_after_sequence = items.last().map_or(after, |e| e.sequence);
-    Ok(super::json(
-        warp::http::StatusCode::OK,
-        &EventsPage {
-            items,
-            next_after_sequence,
-        },
-    ))
-}
-
-/// Checks `after_sequence` (default 0) and `limit` (default 100, at most 1000).
-pub fn page_bounds(
-    after_sequence: Option<i64>,
-    limit: Option<i64>,
-) -> Result<(i64, i64), ApiError> {
-    let after = after_sequence.unwrap_or(0);
-    if after < 0 {
-        return Err(ApiError::field(
-            "invalid_query",
-            "after_sequence",
-            "must be 0 or more",
-        ));
-    }
-    let limit = limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::field(
-            "invalid_query",
-            "limit",
-            format!("must be between 1 and {MAX_PAGE}"),
-        ));
-    }
-    Ok((after, limit))
 }
 
 /// Where to resume: `after_sequence`, else `Last-Event-ID`, else the start.

@@ -15,8 +15,7 @@ async fn sample_run(app: &TestApp, config: &str, doc: &str, extra: Value) -> Val
         .as_object_mut()
         .unwrap()
         .extend(extra.as_object().unwrap().clone());
-    let run = app.submit(config, options).await;
-    app.wait_for_run(run["id"].as_str().unwrap()).await
+    app.run_to_end(config, options).await
 }
 
 async fn wait_for_build(app: &TestApp, id: &str) -> Value {
@@ -269,9 +268,8 @@ async fn a_killed_builder_does_not_hold_up_the_next_one() {
     // Find the build the next run will use, then impersonate a builder that
     // holds its lock and left a half-built venv behind.
     let run = app
-        .submit(&config, json!({"document_ids": [doc], "dry_run": true}))
+        .run_to_end(&config, json!({"document_ids": [doc], "dry_run": true}))
         .await;
-    let run = app.wait_for_run(run["id"].as_str().unwrap()).await;
     let (ws, build) = (
         run["workspace_id"].as_str().unwrap(),
         run["build_id"].as_str().unwrap(),
@@ -368,12 +366,11 @@ async fn a_broken_dependency_fails_the_build_and_its_runs() {
     .await;
     let doc = app.upload_sample(ws).await;
     let run = app
-        .submit(
+        .run_to_end(
             config["id"].as_str().unwrap(),
             json!({"document_ids": [doc["id"]]}),
         )
         .await;
-    let run = app.wait_for_run(run["id"].as_str().unwrap()).await;
     assert_eq!(run["status"], "failed");
     assert_eq!(run["failure"]["code"], "build_failed");
     let message = run["failure"]["message"].as_str().unwrap();

@@ -399,6 +399,12 @@ impl TestApp {
         .await
     }
 
+    /// Submits a run and waits until it is terminal; returns the finished run.
+    pub async fn run_to_end(&self, config: &str, options: Value) -> Value {
+        let run = self.submit(config, options).await;
+        self.wait_for_run(run["id"].as_str().unwrap()).await
+    }
+
     /// `GET /runs/{id}`.
     pub async fn run(&self, id: &str) -> Value {
         ok_json(

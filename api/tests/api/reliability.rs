@@ -297,8 +297,9 @@ async fn a_run_past_its_timeout_is_killed_with_exit_code_124() {
     let mut settings = app.worker_settings("w", None);
     settings.run_timeout_seconds = 2;
     app.start_worker_with(settings).await;
-    let run = app.submit(&config, json!({"document_ids": [doc]})).await;
-    let run = app.wait_for_run(run["id"].as_str().unwrap()).await;
+    let run = app
+        .run_to_end(&config, json!({"document_ids": [doc]}))
+        .await;
     assert_eq!(run["status"], "failed");
     assert_eq!(run["exit_code"], 124);
     assert_eq!(run["failure"]["code"], "timeout");

@@ -190,9 +190,8 @@ async fn a_venv_that_cannot_be_built_fails_the_run_with_exit_code_2() {
     let config = config["id"].as_str().unwrap();
     let doc = app.upload_sample(ws).await;
     let run = app
-        .submit(config, json!({"document_ids": [doc["id"]]}))
+        .run_to_end(config, json!({"document_ids": [doc["id"]]}))
         .await;
-    let run = app.wait_for_run(run["id"].as_str().unwrap()).await;
     assert_eq!(run["status"], "failed", "{run}");
     assert_eq!(run["exit_code"], 2);
     assert_eq!(run["failure"]["stage"], "build");
@@ -217,12 +216,11 @@ async fn a_venv_that_cannot_be_built_fails_the_run_with_exit_code_2() {
         .await;
     assert_problem(again, StatusCode::CONFLICT, "environment_not_ready").await;
     let forced = app
-        .submit(
+        .run_to_end(
             config,
             json!({"document_ids": [doc["id"]], "force_rebuild": true}),
         )
         .await;
-    let forced = app.wait_for_run(forced["id"].as_str().unwrap()).await;
     assert_eq!(forced["exit_code"], 2);
     assert_ne!(
         forced["build_id"], run["build_id"],

@@ -1,7 +1,8 @@
 //! `/runs/{id}/events` (pages) and `/runs/{id}/logfile` (everything, NDJSON).
 
 use crate::error::ApiError;
-use crate::routes::streams::{EventsQuery, Followed, events};
+use crate::routes::event_pages::{EventsQuery, events};
+use crate::routes::streams::Followed;
 use crate::routes::with;
 use crate::state::AppState;
 use ade_common::events::{Envelope, MAX_PAGE, run_events_page};
