@@ -61,12 +61,18 @@ impl Application {
             name.clone(),
             topology.clone(),
         );
+        let jobs = Publisher::new(
+            settings.common.amqp_url.clone(),
+            format!("{name}:jobs"),
+            topology.clone(),
+        );
         let events = ade_common::amqp::EventPublisher::spawn(
             settings.common.amqp_url.clone(),
             format!("{name}:publish"),
             topology,
         );
         let state = AppState(Arc::new(state::Inner {
+            dispatcher: ade_common::dispatch::Dispatcher::spawn(jobs, pool.clone()),
             pool,
             publisher,
             identity,

@@ -13,8 +13,10 @@ pub struct AppState(pub Arc<Inner>);
 pub struct Inner {
     /// PostgreSQL, the source of truth.
     pub pool: deadpool_postgres::Pool,
-    /// Publishes run jobs.
+    /// Publishes control messages (cancel) to every worker.
     pub publisher: Publisher,
+    /// Offers committed runs and builds to the broker, without waiting.
+    pub dispatcher: ade_common::dispatch::Dispatcher,
     /// The engine and Python that builds are fingerprinted with (same as the workers').
     pub identity: ade_common::identity::Identity,
     /// Shared storage.

@@ -14,9 +14,27 @@ refinery::embed_migrations!("../migrations");
 /// Arbitrary, fixed key of the advisory lock that serializes migrations.
 const MIGRATION_LOCK_KEY: i64 = 0x0ADE_0001;
 
-/// A pool over `url` whose checkouts fail after a few seconds rather than hang.
+/// Longest any pooled statement may run before PostgreSQL cancels it.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A pool over `url` whose checkouts fail after a few seconds rather than
+/// hang. Its connections have a statement timeout and TCP keepalives, so a
+/// silently dead socket (or a stuck statement) cannot hold a claim open.
 pub fn pool(url: &str, max_size: usize) -> anyhow::Result<Pool> {
-    let config: tokio_postgres::Config = url.parse().context("invalid ADE_DATABASE_URL")?;
+    let mut config: tokio_postgres::Config = url.parse().context("invalid ADE_DATABASE_URL")?;
+    let options = format!(
+        "{} -c statement_timeout={}",
+        config.get_options().unwrap_or_default(),
+        STATEMENT_TIMEOUT.as_millis()
+    );
+    config
+        .options(options.trim())
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(10))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(3)
+        .tcp_user_timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(5));
     let manager = Manager::from_config(
         config,
         NoTls,
@@ -105,7 +123,7 @@ async fn connect_with(config: &tokio_postgres::Config) -> anyhow::Result<tokio_p
 /// True when an error means the database is not reachable right now (retry
 /// later), rather than that the statement is wrong: no SQLSTATE (I/O),
 /// connection exceptions (08), insufficient resources (53) and operator
-/// intervention (57: shutdown, terminated backends).
+/// intervention (57: shutdown, terminated backends, statement timeouts).
 pub fn is_unavailable(e: &tokio_postgres::Error) -> bool {
     e.is_closed()
         || e.code().is_none_or(|c| {
@@ -115,12 +133,20 @@ pub fn is_unavailable(e: &tokio_postgres::Error) -> bool {
         })
 }
 
-/// [`is_unavailable`] for any error chain; pool errors always count.
+/// True when the same statement may succeed if simply tried again: the
+/// database was unavailable, or a transaction lost a serialization race or
+/// a deadlock (40). Anything else (bad data, constraint violations) is
+/// permanent and must not be retried.
+pub fn is_retryable(e: &tokio_postgres::Error) -> bool {
+    is_unavailable(e) || e.code().is_some_and(|c| c.code().starts_with("40"))
+}
+
+/// [`is_retryable`] for any error chain; pool errors always count.
 pub fn is_transient(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {
         cause
             .downcast_ref::<tokio_postgres::Error>()
-            .is_some_and(is_unavailable)
+            .is_some_and(is_retryable)
             || cause
                 .downcast_ref::<deadpool_postgres::PoolError>()
                 .is_some()

@@ -7,9 +7,9 @@ pub fn new_id() -> Uuid {
     Uuid::now_v7()
 }
 
-/// A new event id, `evt_` followed by a UUIDv7 in simple form.
-pub fn new_event_id() -> String {
-    format!("evt_{}", Uuid::now_v7().simple())
+/// The wire form of an event id: `evt_` followed by the UUID in simple form.
+pub fn event_id(id: Uuid) -> String {
+    format!("evt_{}", id.simple())
 }
 
 /// A digest: `sha256:` followed by 64 lowercase hex digits.
@@ -75,6 +75,6 @@ mod tests {
         let a = new_id();
         let b = new_id();
         assert!(a < b);
-        assert!(new_event_id().starts_with("evt_"));
+        assert!(event_id(a).starts_with("evt_"));
     }
 }

@@ -4,24 +4,27 @@
 //! - [`ids`]: the UUIDv7 identifiers and their newtypes.
 //! - [`identity`]: engine and Python identity, build fingerprints.
 //! - [`db`]: the PostgreSQL pool and migrations (under an advisory lock).
-//! - [`amqp`]: RabbitMQ topology, connection and confirmed publishing.
-//! - [`builds`]: finding or creating the build a configuration needs.
-//! - [`events`]: the event envelope and gapless, transactional appends.
-//! - [`runs`]: run options, statuses and failures.
-//! - [`reaper`]: requeueing or failing runs whose worker was lost.
+//! - [`amqp`]: RabbitMQ topology, connections and publishers.
+//! - [`dispatch`]: offering committed jobs to the broker, and again later.
+//! - [`status`]: `RunStatus` and `BuildStatus`, spelled once.
+//! - [`lifecycle`]: every state change of a run or a build (claims, leases,
+//!   fences, completion, the reaper, builds, dispatch marks).
+//! - [`events`]: the event envelope; where an event is sequenced.
+//! - [`runs`]: run options, failures and output files.
 //! - [`storage`]: where documents and outputs live under `ADE_DATA_DIR`.
 //! - [`telemetry`]: tracing setup (text or JSON).
 //! - [`time_fmt`]: the one timestamp format used on the wire.
 
 pub mod amqp;
-pub mod builds;
 pub mod db;
+pub mod dispatch;
 pub mod events;
 pub mod identity;
 pub mod ids;
-pub mod reaper;
+pub mod lifecycle;
 pub mod runs;
 pub mod settings;
+pub mod status;
 pub mod storage;
 pub mod telemetry;
 pub mod time_fmt;

@@ -110,15 +110,16 @@ impl Failure {
     }
 }
 
-/// Every run status.
-pub const RUN_STATUSES: &[&str] = &[
-    "queued",
-    "waiting_for_build",
-    "running",
-    "succeeded",
-    "failed",
-    "cancelled",
-];
+/// One output file of a run, as recorded when the run completed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputFile {
+    /// A plain file name (see [`crate::storage::is_safe_file_name`]).
+    pub name: String,
+    /// From a fixed table of extensions.
+    pub content_type: String,
+    /// Its size when the run completed.
+    pub byte_size: u64,
+}
 
 #[cfg(test)]
 mod tests {

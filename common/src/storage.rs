@@ -39,9 +39,33 @@ impl DataDir {
         self.0.join("runs").join(run_id.to_string())
     }
 
-    /// A run's output files.
-    pub fn run_outputs(&self, run_id: Uuid) -> PathBuf {
-        self.run(run_id).join("outputs")
+    /// Everything one attempt of a run writes (its outputs, its working folder).
+    pub fn attempt(&self, run_id: Uuid, attempt: i32) -> PathBuf {
+        self.run(run_id).join("attempts").join(attempt.to_string())
+    }
+
+    /// One attempt's output files; the completing attempt's become the run's.
+    pub fn attempt_outputs(&self, run_id: Uuid, attempt: i32) -> PathBuf {
+        self.attempt(run_id, attempt).join("outputs")
+    }
+
+    /// Where a build's configuration wheel is shared with other hosts.
+    pub fn build_wheels(&self, build_id: Uuid) -> PathBuf {
+        self.0.join("builds").join(build_id.to_string()).join("wheels")
+    }
+}
+
+/// The content type served for a file name, from a fixed table.
+pub fn content_type_for(name: &str) -> &'static str {
+    let ext = name.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("csv") => "text/csv",
+        Some("tsv") => "text/tab-separated-values",
+        Some("json") => "application/json",
+        Some("ndjson") => "application/x-ndjson",
+        Some("txt" | "log") => "text/plain",
+        Some("xlsx") => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        _ => "application/octet-stream",
     }
 }
 

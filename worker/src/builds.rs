@@ -4,37 +4,41 @@
 //! worker makes that build's venv present locally:
 //! - a `failed` build fails the run (`build_failed`, with the build's error);
 //! - a `ready` build whose venv this host lacks is rebuilt from the stored
-//!   package and wheel ("hydration"), reported with reason `hydration`;
-//! - a `queued` or `building` build puts the run in `waiting_for_build` while
-//!   this host builds its own copy; the first host to finish marks it ready.
-//!   The worker that moves it from `queued` to `building` is its builder and
-//!   also writes the build's own event stream.
+//!   package, wheel and exact package list ("hydration", see [`hydrate`]);
+//! - a `queued` build is claimed: this worker becomes its builder, writes the
+//!   build's own stream and its verdict (see [`builder`]);
+//! - a `building` build (someone else's) puts the run in
+//!   `waiting_for_build`; the run's stream shows the build's events as they
+//!   happen, and when the build is ready this host hydrates it.
 //!
 //! If the record's engine or Python differ from this worker's, or the
 //! configuration changed since, the worker re-resolves to a build for what it
 //! will actually install, so a venv never disagrees with its record.
 
 use crate::Context;
-use crate::events::{EventSink, Stream};
-use crate::process::Channel;
-use crate::runs::Claim;
-use crate::venv::{BuildSpec, Marker, Progress, Ready};
-use ade_common::builds::{Reason, Resolved, Target, resolve};
+use crate::builder::{self, Sinks};
+use crate::events::EventSink;
+use crate::venv::{BuildError, Marker, Ready};
 use ade_common::db::retry_transient;
-use ade_common::events::{NewEvent, Source};
+use ade_common::events::{EventKind, NewEvent, StreamRef};
+use ade_common::lifecycle::builds::{self as lifecycle_builds, Reason, Resolved, Target, resolve};
+use ade_common::lifecycle::{self, Claim};
+use ade_common::status::BuildStatus;
 use anyhow::Context as _;
-use serde_json::{Value, json};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use serde_json::Value;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+/// How often a run waiting for someone else's build looks at it.
+const WAIT_POLL: Duration = Duration::from_millis(500);
 
 /// A build record as the worker needs it.
 pub struct BuildRow {
     /// The build.
     pub id: Uuid,
     /// Its status when read.
-    pub status: String,
+    pub status: BuildStatus,
     /// Its error, when failed.
     pub error: Option<String>,
     /// The record's identity, for the marker.
@@ -43,188 +47,183 @@ pub struct BuildRow {
     pub packages: Vec<String>,
 }
 
-/// Makes the run's venv present on this host. `Err` is the message of a `build_failed` failure.
+/// Why a run's environment is not available.
+#[derive(Debug)]
+pub enum Unready {
+    /// The build failed (for everyone).
+    BuildFailed(String),
+    /// This host could not make the venv.
+    Host(String),
+    /// The run was stopped while its environment was prepared.
+    Stopped,
+}
+
+/// Makes the run's venv present on this host.
 pub async fn prepare(
     ctx: &Context,
     claim: &Claim,
     events: &EventSink,
     stop: CancellationToken,
-) -> Result<Ready, String> {
-    let planned = retry_transient(crate::DB_PATIENCE, || plan(ctx, claim, events))
+) -> Result<Ready, Unready> {
+    let (mut build, package) = retry_transient(crate::DB_PATIENCE, || plan(ctx, claim, events))
         .await
-        .map_err(|e| format!("could not prepare the build: {e:#}"))?;
-    let (build, package) = planned;
-    match build.status.as_str() {
-        "failed" => {
-            return Err(format!(
-                "the build failed: {}",
-                build.error.unwrap_or_default()
-            ));
+        .map_err(|e| Unready::Host(format!("could not prepare the build: {e:#}")))?;
+    let mut waiting = false;
+    let mut copied = 0;
+    loop {
+        match build.status {
+            BuildStatus::Failed | BuildStatus::Cancelled => {
+                let error = build.error.clone().unwrap_or_default();
+                return Err(Unready::BuildFailed(format!("the build failed: {error}")));
+            }
+            BuildStatus::Ready => {
+                let ready = hydrate(ctx, &build, package.clone(), events, stop).await;
+                if waiting {
+                    set_running(ctx, claim).await;
+                }
+                return ready;
+            }
+            BuildStatus::Queued | BuildStatus::Building if !waiting => {
+                waiting = true;
+                set_waiting(ctx, claim).await;
+            }
+            _ => {}
         }
-        "ready" => {}
-        _ => set_run_status(ctx, claim, "waiting_for_build").await,
+        if build.status == BuildStatus::Queued && claim_build(ctx, build.id).await {
+            let sinks = Sinks::new(Some(events), build.id);
+            match builder::build(ctx, &build, package.clone(), sinks, stop.clone()).await {
+                Ok(Some(ready)) => {
+                    set_running(ctx, claim).await;
+                    return Ok(ready);
+                }
+                // Fenced out as builder: look again at whoever has it now.
+                Ok(None) => {}
+                Err(BuildError::Failed(e)) => {
+                    return Err(Unready::BuildFailed(format!(
+                        "the environment could not be built: {e}"
+                    )));
+                }
+                Err(BuildError::Stopped) => return Err(Unready::Stopped),
+                Err(BuildError::Host(e)) => return Err(Unready::Host(format!("{e:#}"))),
+            }
+        } else {
+            wait(ctx, &build, events, &mut copied, &stop).await?;
+        }
+        build.status = current_status(ctx, &mut build).await?;
     }
-    let builder = build.status != "ready" && claim_build(ctx, build.id).await.unwrap_or(false);
-    let build_events = builder.then(|| ctx.sink(Stream::Build(build.id)));
-    let reason = (build.status == "ready").then_some(Reason::Hydration);
-    let sinks = Sinks {
-        run: Some(events),
-        build: build_events.as_ref(),
-        build_id: build.id,
+}
+
+/// Makes a ready build's venv present here, rebuilding it from the record
+/// if this host lacks it. Its failure is this host's, never the build's.
+async fn hydrate(
+    ctx: &Context,
+    build: &BuildRow,
+    package: Vec<u8>,
+    events: &EventSink,
+    stop: CancellationToken,
+) -> Result<Ready, Unready> {
+    let sinks = Sinks::new(Some(events), build.id);
+    match builder::ensure(ctx, build, package, Some(Reason::Hydration), &sinks, stop).await {
+        Ok(ready) => Ok(ready),
+        Err(BuildError::Stopped) => Err(Unready::Stopped),
+        Err(e) => Err(Unready::Host(format!("the environment could not be rebuilt on this host: {e}"))),
+    }
+}
+
+/// Waits a moment for someone else's build, copying its new events into the run's stream.
+async fn wait(
+    ctx: &Context,
+    build: &BuildRow,
+    events: &EventSink,
+    copied: &mut i64,
+    stop: &CancellationToken,
+) -> Result<(), Unready> {
+    tokio::select! {
+        _ = stop.cancelled() => return Err(Unready::Stopped),
+        _ = tokio::time::sleep(WAIT_POLL) => {}
+    }
+    let page = async {
+        let db = ctx.pool.get().await?;
+        anyhow::Ok(ade_common::events::page(&db, StreamRef::Build(build.id), *copied, 1000).await?)
     };
-    let result = make_venv(ctx, &build, package, reason, &sinks, stop).await;
-    if let Some(sink) = build_events {
-        sink.finish().await;
+    match page.await {
+        Ok(page) => {
+            for event in page {
+                *copied = event.sequence;
+                if event.kind != EventKind::BuildCreated {
+                    let copy = NewEvent::new(event.kind, event.source, event.payload);
+                    events.emit(copy.with_build(build.id)).await;
+                }
+            }
+        }
+        Err(e) => tracing::warn!(build.id = %build.id, error = %e, "could not read the build's events"),
     }
-    set_run_status(ctx, claim, "running").await;
-    result.map_err(|e| format!("the environment could not be built: {e}"))
+    Ok(())
+}
+
+async fn current_status(ctx: &Context, build: &mut BuildRow) -> Result<BuildStatus, Unready> {
+    let read = retry_transient(crate::DB_PATIENCE, || async {
+        let db = ctx.pool.get().await?;
+        Ok(lifecycle_builds::status(&db, build.id).await?)
+    });
+    match read.await {
+        Ok(Some((status, error))) => {
+            build.error = error;
+            if status == BuildStatus::Ready {
+                // The builder recorded the exact packages to reproduce.
+                let (row, _) = load(ctx, build.id).await.map_err(|e| Unready::Host(format!("{e:#}")))?;
+                build.packages = row.packages;
+            }
+            Ok(status)
+        }
+        Ok(None) => Err(Unready::Host("the run's build no longer exists".into())),
+        Err(e) => Err(Unready::Host(format!("could not read the build: {e:#}"))),
+    }
 }
 
 /// Builds a queued build from the builds queue (no run involved).
 pub async fn process_build(ctx: &Context, build_id: Uuid) -> anyhow::Result<bool> {
-    if !claim_build(ctx, build_id).await? {
+    if !lifecycle_builds::claim(&ctx.pool.get().await?, build_id, &ctx.claimant).await? {
         return Ok(false);
     }
-    let sink = ctx.sink(Stream::Build(build_id));
-    let result = async {
-        let (build, package) = load(ctx, build_id).await?;
-        anyhow::ensure!(
-            build.marker.engine_version == ctx.identity.engine_version
-                && build.marker.python_version == ctx.identity.python_version,
+    let (build, package) = load(ctx, build_id).await?;
+    let skew = build.marker.engine_version != ctx.identity.engine_version
+        || build.marker.python_version != ctx.identity.python_version;
+    let refusal = if skew {
+        Some(format!(
             "this worker has engine {} on {}, the build asks for {} on {}",
             ctx.identity.engine_version,
             ctx.identity.python_version,
             build.marker.engine_version,
             build.marker.python_version
-        );
-        let package = package.context(
-            "the configuration changed since this build was requested; request a new build",
-        )?;
-        let sinks = Sinks {
-            run: None,
-            build: Some(&sink),
-            build_id,
-        };
-        make_venv(ctx, &build, package, None, &sinks, CancellationToken::new())
-            .await
-            .map_err(anyhow::Error::msg)
-    }
-    .await;
-    if let Err(e) = &result {
-        let error = format!("{e:#}");
-        if record(ctx, build_id, None, Some(&error)).await? {
-            // Failed before the venv work began: the stream still needs its end.
-            let payload =
-                json!({"status": "failed", "exit_code": 1, "duration_ms": 0, "error": error});
-            Sinks {
-                run: None,
-                build: Some(&sink),
-                build_id,
+        ))
+    } else if package.is_none() {
+        Some("the configuration changed since this build was requested; request a new build".into())
+    } else {
+        None
+    };
+    match (refusal, package) {
+        (Some(error), _) => builder::refuse(ctx, &build, error).await?,
+        (None, Some(package)) => {
+            let sinks = Sinks::new(None, build_id);
+            if let Err(e) = builder::build(ctx, &build, package, sinks, CancellationToken::new()).await {
+                tracing::warn!(build.id = %build_id, error = %e, "build did not finish");
             }
-            .emit("build.completed", payload)
-            .await;
         }
+        (None, None) => unreachable!("a missing package is a refusal"),
     }
-    sink.finish().await;
     Ok(true)
 }
 
-/// Where build events go: the run's stream, the build's own, or both.
-struct Sinks<'a> {
-    run: Option<&'a EventSink>,
-    build: Option<&'a EventSink>,
-    build_id: Uuid,
-}
-
-impl Sinks<'_> {
-    async fn emit(&self, kind: &str, payload: Value) {
-        for sink in [self.run, self.build].into_iter().flatten() {
-            let mut event = NewEvent::new(kind, Source::Worker, payload.clone());
-            event.build_id = Some(self.build_id);
-            sink.emit(event).await;
-        }
-    }
-
-    async fn console(&self, stream: &str, line: String) {
-        for sink in [self.run, self.build].into_iter().flatten() {
-            sink.console("build", stream, line.clone(), Some(self.build_id))
-                .await;
-        }
-    }
-}
-
-/// Ensures the venv, reporting progress, and records the outcome on the build.
-async fn make_venv(
-    ctx: &Context,
-    build: &BuildRow,
-    package: Vec<u8>,
-    reason: Option<Reason>,
-    sinks: &Sinks<'_>,
-    stop: CancellationToken,
-) -> Result<Ready, String> {
-    let spec = BuildSpec {
-        marker: build.marker.clone(),
-        package,
-        wheel_dir: ctx
-            .data_dir
-            .root()
-            .join("builds")
-            .join(build.id.to_string())
-            .join("wheels"),
-        constraints: build.packages.clone(),
+async fn claim_build(ctx: &Context, build_id: Uuid) -> bool {
+    let claimed = async {
+        let db = ctx.pool.get().await?;
+        anyhow::Ok(lifecycle_builds::claim(&db, build_id, &ctx.claimant).await?)
     };
-    let started = Instant::now();
-    let building = AtomicBool::new(false);
-    let progress = |p: Progress| {
-        let building = &building;
-        async move {
-            match p {
-                Progress::Phase(phase) => {
-                    if !building.swap(true, Ordering::Relaxed) {
-                        if let Some(reason) = reason {
-                            let payload = json!({"reason": reason.as_str(), "fingerprint": build.marker.fingerprint});
-                            sinks.emit("build.created", payload).await;
-                        }
-                        sinks.emit("build.started", json!({"host": ctx.host})).await;
-                    }
-                    sinks
-                        .emit("build.phase.started", json!({"phase": phase.as_str()}))
-                        .await;
-                }
-                Progress::Line(channel, line) => {
-                    sinks
-                        .console(
-                            if channel == Channel::Stderr {
-                                "stderr"
-                            } else {
-                                "stdout"
-                            },
-                            line,
-                        )
-                        .await;
-                }
-            }
-        }
-    };
-    let result = ctx.venvs.ensure(spec, stop, progress).await;
-    let error = result.as_ref().err().map(|e| format!("{e:#}"));
-    if building.load(Ordering::Relaxed) {
-        let ok = error.is_none();
-        let payload = json!({
-            "status": if ok { "ready" } else { "failed" },
-            "exit_code": if ok { 0 } else { 1 },
-            "duration_ms": started.elapsed().as_millis() as u64,
-            "error": error,
-        });
-        sinks.emit("build.completed", payload).await;
-    }
-    // A failed hydration of a ready build is this host's problem, not the build's.
-    if build.status != "ready"
-        && let Err(e) = record(ctx, build.id, result.as_ref().ok(), error.as_deref()).await
-    {
-        tracing::warn!(build.id = %build.id, error = %e, "could not record the build's state");
-    }
-    result.map_err(|e| format!("{e:#}"))
+    claimed.await.unwrap_or_else(|e| {
+        tracing::warn!(build.id = %build_id, error = %e, "could not claim the build");
+        false
+    })
 }
 
 /// The run's build record (re-resolved if it does not match this worker) and its package.
@@ -233,52 +232,48 @@ async fn plan(
     claim: &Claim,
     events: &EventSink,
 ) -> anyhow::Result<(BuildRow, Vec<u8>)> {
-    let db = ctx.pool.get().await?;
-    let build_id: Uuid = db
-        .query_one("SELECT build_id FROM runs WHERE id = $1", &[&claim.run_id])
-        .await?
-        .get::<_, Option<Uuid>>(0)
-        .context("the run has no build")?;
+    let build_id = claim.build_id.context("the run has no build")?;
     let (build, package) = load(ctx, build_id).await?;
     let matches = build.marker.engine_version == ctx.identity.engine_version
         && build.marker.python_version == ctx.identity.python_version;
     if let (true, Some(package)) = (matches, package) {
         return Ok((build, package));
     }
-    let target = Target {
-        workspace_id: claim.workspace_id,
-        configuration_id: claim.configuration_id,
-        config_digest: db
-            .query_one(
-                "SELECT content_digest FROM configurations WHERE id = $1",
-                &[&claim.configuration_id],
-            )
-            .await?
-            .get(0),
-    };
-    let mut tx_db = ctx.pool.get().await?;
-    let tx = tx_db.transaction().await?;
-    let resolved = resolve(&tx, &target, &ctx.identity, false, true, Reason::Missing).await?;
-    tx.execute(
-        "UPDATE runs SET build_id = $2 WHERE id = $1",
-        &[&claim.run_id, &resolved.id()],
-    )
-    .await?;
-    tx.commit().await?;
-    if let Resolved::Created { id } = resolved {
-        let mut event = NewEvent::new(
-            "build.created",
-            Source::Worker,
-            json!({"reason": "missing", "fingerprint": ctx.identity.fingerprint(&target.config_digest)}),
-        );
-        event.build_id = Some(id);
-        events.emit(event).await;
+    let resolved = rebind(ctx, claim).await?;
+    if let Resolved::Created { id, created } = &resolved {
+        let event = NewEvent::new(EventKind::BuildCreated, ade_common::events::Source::Worker, created.clone());
+        events.emit(event.with_build(*id)).await;
     }
     let (build, package) = load(ctx, resolved.id()).await?;
     Ok((
         build,
         package.context("the configuration changed again; retry the run")?,
     ))
+}
+
+/// Resolves the build for what this worker installs and makes it the run's.
+async fn rebind(ctx: &Context, claim: &Claim) -> anyhow::Result<Resolved> {
+    let mut db = ctx.pool.get().await?;
+    let tx = db.transaction().await?;
+    let digest: String = tx
+        .query_one(
+            "SELECT content_digest FROM configurations WHERE id = $1",
+            &[&claim.configuration_id],
+        )
+        .await?
+        .get(0);
+    let target = Target {
+        workspace_id: claim.workspace_id,
+        configuration_id: claim.configuration_id,
+        config_digest: digest,
+    };
+    let resolved = resolve(&tx, &target, &ctx.identity, false, true, Reason::Missing).await?;
+    anyhow::ensure!(
+        lifecycle::claim::rebind_build(&tx, claim, resolved.id()).await?,
+        "the run is no longer ours"
+    );
+    tx.commit().await?;
+    Ok(resolved)
 }
 
 /// Reads a build and, if the configuration still has the build's content, its package.
@@ -317,74 +312,26 @@ pub async fn load(ctx: &Context, build_id: Uuid) -> anyhow::Result<(BuildRow, Op
     Ok((build, row.get(9)))
 }
 
-/// Moves a queued build to `building` with this worker as its builder.
-async fn claim_build(ctx: &Context, build_id: Uuid) -> anyhow::Result<bool> {
-    let db = ctx.pool.get().await?;
-    let n = db
-        .execute(
-            "UPDATE builds SET status = 'building', builder_id = $2, started_at = now()
-             WHERE id = $1 AND status = 'queued'",
-            &[&build_id, &ctx.worker_id],
-        )
-        .await?;
-    Ok(n == 1)
+async fn set_waiting(ctx: &Context, claim: &Claim) {
+    claimed_status(ctx, claim, true).await;
 }
 
-async fn set_run_status(ctx: &Context, claim: &Claim, status: &str) {
+async fn set_running(ctx: &Context, claim: &Claim) {
+    claimed_status(ctx, claim, false).await;
+}
+
+/// Moves the claimed run between `waiting_for_build` and `running`; a
+/// fenced-out claim is noticed by the lease keeper, so failures only log.
+async fn claimed_status(ctx: &Context, claim: &Claim, waiting: bool) {
     let result = async {
         let db = ctx.pool.get().await?;
-        db.execute(
-            "UPDATE runs SET status = $2 WHERE id = $1 AND worker_id = $3 AND status IN ('running', 'waiting_for_build')",
-            &[&claim.run_id, &status, &ctx.worker_id],
-        )
-        .await?;
-        anyhow::Ok(())
+        anyhow::Ok(if waiting {
+            lifecycle::claim::wait_for_build(&db, claim).await?
+        } else {
+            lifecycle::claim::start(&db, claim).await?
+        })
     };
     if let Err(e) = result.await {
         tracing::warn!(run.id = %claim.run_id, error = %e, "could not update the run's status");
     }
-}
-
-/// Records the outcome on the build (if still in progress) and makes it the
-/// configuration's active build.
-async fn record(
-    ctx: &Context,
-    build_id: Uuid,
-    ready: Option<&Ready>,
-    error: Option<&str>,
-) -> anyhow::Result<bool> {
-    let db = ctx.pool.get().await?;
-    let ended = match ready {
-        Some(ready) => {
-            let packages = serde_json::to_value(&ready.marker.packages)?;
-            db.execute(
-                "UPDATE builds SET status = 'ready', packages = $2, exit_code = 0, completed_at = now(),
-                        started_at = coalesce(started_at, now())
-                 WHERE id = $1 AND status IN ('queued', 'building')",
-                &[&build_id, &packages],
-            )
-            .await?
-        }
-        None => {
-            let message: String = error
-                .unwrap_or("unknown error")
-                .chars()
-                .take(4000)
-                .collect();
-            db.execute(
-                "UPDATE builds SET status = 'failed', error_message = $2, exit_code = 1, completed_at = now(),
-                        started_at = coalesce(started_at, now())
-                 WHERE id = $1 AND status IN ('queued', 'building')",
-                &[&build_id, &message],
-            )
-            .await?
-        }
-    };
-    db.execute(
-        "UPDATE configurations c SET active_build_id = b.id
-         FROM builds b WHERE b.id = $1 AND c.id = b.configuration_id AND c.content_digest = b.config_digest",
-        &[&build_id],
-    )
-    .await?;
-    Ok(ended == 1)
 }

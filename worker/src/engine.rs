@@ -1,34 +1,38 @@
 //! Running the engine for a claimed run (SPEC §9).
 //!
-//! Inputs are linked into a per-run working folder under names made from
-//! document ids; outputs go to `ADE_DATA_DIR/runs/<id>/outputs`, cleared at
-//! the start of each attempt. The engine runs as `<venv>/bin/python -m
+//! Everything an attempt writes lives under
+//! `ADE_DATA_DIR/runs/<id>/attempts/<n>/`, cleared when the attempt starts:
+//! inputs are linked into `work/inputs` under names made from document ids,
+//! outputs go to `outputs/`. A late attempt can never touch the files of
+//! another; the completing attempt's files become the run's outputs in the
+//! completing transaction. The engine runs as `<venv>/bin/python -m
 //! ade_engine run …` with a scrubbed environment and its events on fd 3.
 
 use crate::Context;
+use crate::builds::Unready;
 use crate::events::EventSink;
 use crate::process::{self, Channel, Guard, ProcessError};
-use crate::runs::{Claim, Completion};
 use ade_common::db::retry_transient;
-use ade_common::events::{NewEvent, Source};
+use ade_common::events::{EventKind, NewEvent, Source};
+use ade_common::lifecycle::{Claim, Completion};
 use ade_common::runs::Failure;
+use ade_common::status::RunStatus;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use tokio_util::sync::CancellationToken;
 
-/// Event types the engine may emit; anything else is reported, not stored.
-const ENGINE_EVENTS: &[&str] = &[
-    "run.phase.started",
-    "run.table.summary",
-    "run.validation.summary",
-    "run.validation.issue",
-    "run.progress",
-    "run.error",
-];
-
 /// Input extensions passed through to the engine; others become `.bin`.
 const KNOWN_EXTENSIONS: &[&str] = &["csv", "tsv", "txt", "xlsx", "xls"];
+
+/// How an attempt's execution ended.
+#[derive(Debug)]
+pub enum Execution {
+    /// It ran to an end of its own (success or failure): complete with this.
+    Finished(Completion),
+    /// A stop interrupted it; the stop's reason decides what happens.
+    Interrupted,
+}
 
 /// Prepares the environment and inputs, runs the engine, and says how it ended.
 pub async fn execute(
@@ -36,38 +40,42 @@ pub async fn execute(
     claim: &Claim,
     events: &EventSink,
     stop: CancellationToken,
-) -> Completion {
+) -> Execution {
     let ready = match crate::builds::prepare(ctx, claim, events, stop.clone()).await {
         Ok(ready) => ready,
-        Err(message) => {
-            return Completion::failed(2, Failure::new("build", "build_failed", message));
+        Err(Unready::Stopped) => return Execution::Interrupted,
+        Err(Unready::BuildFailed(message)) => {
+            return failed(2, Failure::new("build", "build_failed", message));
+        }
+        Err(Unready::Host(message)) => {
+            return failed(2, Failure::new("build", "environment_unavailable", message));
         }
     };
-    let started = json!({"worker_id": ctx.worker_id, "host": ctx.host, "attempt": claim.attempt, "env_reused": ready.reused});
+    let started = json!({"worker_id": ctx.claimant.worker_id, "host": ctx.host, "attempt": claim.attempt, "env_reused": ready.reused});
     events
-        .emit(NewEvent::new("run.started", Source::Worker, started))
+        .emit(NewEvent::new(EventKind::RunStarted, Source::Worker, started))
         .await;
     let inputs = match retry_transient(crate::DB_PATIENCE, || stage_inputs(ctx, claim)).await {
         Ok(inputs) => inputs,
         Err(e) => {
-            return Completion::failed(
-                2,
-                Failure::new("run", "input_unavailable", format!("{e:#}")),
-            );
+            let failure = Failure::new("run", "input_unavailable", format!("{e:#}"));
+            return failed(2, failure);
         }
     };
     run_engine(ctx, claim, &ready.python, &inputs, events, stop).await
 }
 
-/// Links each document into `work/inputs/<document id>.<ext>`.
+fn failed(exit_code: i32, failure: Failure) -> Execution {
+    Execution::Finished(Completion::failed(Some(exit_code), failure))
+}
+
+/// Clears this attempt's folder and links each document into `work/inputs/<document id>.<ext>`.
 async fn stage_inputs(ctx: &Context, claim: &Claim) -> anyhow::Result<Vec<PathBuf>> {
-    let work = work_dir(ctx, claim);
-    let _ = tokio::fs::remove_dir_all(&work).await;
-    let inputs_dir = work.join("inputs");
+    let attempt = ctx.data_dir.attempt(claim.run_id, claim.attempt);
+    let _ = tokio::fs::remove_dir_all(&attempt).await;
+    let inputs_dir = attempt.join("work").join("inputs");
     tokio::fs::create_dir_all(&inputs_dir).await?;
-    let outputs = ctx.data_dir.run_outputs(claim.run_id);
-    let _ = tokio::fs::remove_dir_all(&outputs).await;
-    tokio::fs::create_dir_all(&outputs).await?;
+    tokio::fs::create_dir_all(ctx.data_dir.attempt_outputs(claim.run_id, claim.attempt)).await?;
     let db = ctx.pool.get().await?;
     let mut inputs = Vec::new();
     for id in &claim.options.document_ids {
@@ -88,10 +96,6 @@ async fn stage_inputs(ctx: &Context, claim: &Claim) -> anyhow::Result<Vec<PathBu
         inputs.push(link);
     }
     Ok(inputs)
-}
-
-fn work_dir(ctx: &Context, claim: &Claim) -> PathBuf {
-    ctx.data_dir.run(claim.run_id).join("work")
 }
 
 /// A known extension of the document's name, or `bin`: never user text in paths.
@@ -121,8 +125,9 @@ async fn run_engine(
     inputs: &[PathBuf],
     events: &EventSink,
     stop: CancellationToken,
-) -> Completion {
-    let outputs = ctx.data_dir.run_outputs(claim.run_id);
+) -> Execution {
+    let attempt = ctx.data_dir.attempt(claim.run_id, claim.attempt);
+    let outputs = ctx.data_dir.attempt_outputs(claim.run_id, claim.attempt);
     let mut cmd = crate::venv::scrubbed(python);
     cmd.args(["-m", "ade_engine", "run"]);
     for input in inputs {
@@ -138,7 +143,7 @@ async fn run_engine(
     if claim.options.validate_only {
         cmd.arg("--validate-only");
     }
-    let work = work_dir(ctx, claim);
+    let work = attempt.join("work");
     cmd.current_dir(&work)
         .env("HOME", &work)
         .env("PYTHONUNBUFFERED", "1")
@@ -161,21 +166,19 @@ async fn run_engine(
         }
     };
     let result = process::run(cmd, guard, on_line).await;
-    let summary = json!({
-        "tables": totals.tables.load(Ordering::Relaxed),
-        "rows": totals.rows.load(Ordering::Relaxed),
-        "console_lines": events.console_lines(),
-    });
+    let mut summary = events.totals();
+    summary["tables"] = json!(totals.tables.load(Ordering::Relaxed));
+    summary["rows"] = json!(totals.rows.load(Ordering::Relaxed));
     let mut completion = match result {
         Ok(0) => Completion {
-            status: "succeeded",
+            status: RunStatus::Succeeded,
             exit_code: Some(0),
             failure: None,
-            outputs: list_outputs(&outputs).await,
+            outputs: crate::outputs::collect(&outputs, events).await,
             summary: json!({}),
         },
         Ok(code) => Completion::failed(
-            code,
+            Some(code),
             Failure::new(
                 "run",
                 "engine_failed",
@@ -185,7 +188,7 @@ async fn run_engine(
             ),
         ),
         Err(ProcessError::Timeout(t)) => Completion::failed(
-            124,
+            Some(124),
             Failure::new(
                 "run",
                 "timeout",
@@ -195,60 +198,38 @@ async fn run_engine(
                 ),
             ),
         ),
-        Err(ProcessError::Cancelled) => Completion::cancelled(),
+        Err(ProcessError::Cancelled) => return Execution::Interrupted,
         Err(e) => Completion::failed(
-            2,
+            Some(2),
             Failure::new("run", "environment_unavailable", e.to_string()),
         ),
     };
     completion.summary = summary;
-    completion
+    Execution::Finished(completion)
 }
 
 /// Wraps one engine line in the envelope, or reports why it could not.
 async fn engine_event(events: &EventSink, totals: &Totals, line: &str) {
-    let parsed: Option<(String, Value)> = serde_json::from_str::<Value>(line).ok().and_then(|v| {
-        let kind = v.get("type")?.as_str()?.to_owned();
+    let parsed: Option<(EventKind, Value)> = serde_json::from_str::<Value>(line).ok().and_then(|v| {
+        let kind = EventKind::engine(v.get("type")?.as_str()?)?;
         let payload = v.get("payload").cloned().unwrap_or(json!({}));
         payload.is_object().then_some((kind, payload))
     });
     match parsed {
-        Some((kind, payload)) if ENGINE_EVENTS.contains(&kind.as_str()) => {
-            if kind == "run.table.summary" {
+        Some((kind, payload)) => {
+            if kind == EventKind::RunTableSummary {
                 totals.tables.fetch_add(1, Ordering::Relaxed);
                 totals.rows.fetch_add(
                     payload.get("rows").and_then(Value::as_i64).unwrap_or(0),
                     Ordering::Relaxed,
                 );
             }
-            events
-                .emit(NewEvent::new(kind, Source::Engine, payload))
-                .await;
+            events.engine(kind, payload, line.len()).await;
         }
-        _ => {
+        None => {
             let shown: String = line.chars().take(200).collect();
-            events
-                .console(
-                    "run",
-                    "stderr",
-                    format!("ignored an invalid engine event: {shown}"),
-                    None,
-                )
-                .await;
+            let message = format!("ignored an invalid engine event: {shown}");
+            events.console("run", "stderr", message, None).await;
         }
     }
-}
-
-async fn list_outputs(dir: &Path) -> Vec<String> {
-    let mut names = Vec::new();
-    if let Ok(mut entries) = tokio::fs::read_dir(dir).await {
-        while let Ok(Some(entry)) = entries.next_entry().await {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if ade_common::storage::is_safe_file_name(&name) {
-                names.push(name);
-            }
-        }
-    }
-    names.sort();
-    names
 }

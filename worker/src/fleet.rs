@@ -6,7 +6,7 @@
 //! also runs the reaper; `SKIP LOCKED` lets them all do so at once.
 
 use crate::Context;
-use ade_common::amqp::{JobKind, JobMessage};
+use ade_common::events::StreamRef;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -38,7 +38,10 @@ pub async fn heartbeat_loop(
     }
     if let Ok(db) = ctx.pool.get().await {
         let _ = db
-            .execute("DELETE FROM workers WHERE id = $1", &[&ctx.worker_id])
+            .execute(
+                "DELETE FROM workers WHERE id = $1 AND incarnation = $2",
+                &[&ctx.claimant.worker_id, &ctx.claimant.incarnation],
+            )
             .await;
     }
 }
@@ -46,14 +49,17 @@ pub async fn heartbeat_loop(
 async fn beat(ctx: &Context, cache_bytes: u64) -> anyhow::Result<()> {
     let db = ctx.pool.get().await?;
     db.execute(
-        "INSERT INTO workers (id, host, concurrency, in_flight, venv_cache_bytes)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (id) DO UPDATE SET host = $2, concurrency = $3, in_flight = $4,
-             venv_cache_bytes = $5, heartbeat_at = now()",
+        "INSERT INTO workers (id, incarnation, host, concurrency, in_flight, venv_cache_bytes)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (id) DO UPDATE SET incarnation = $2, host = $3, concurrency = $4, in_flight = $5,
+             venv_cache_bytes = $6, heartbeat_at = now(),
+             started_at = CASE WHEN workers.incarnation IS DISTINCT FROM $2 THEN now()
+                               ELSE workers.started_at END",
         &[
-            &ctx.worker_id,
+            &ctx.claimant.worker_id,
+            &ctx.claimant.incarnation,
             &ctx.host,
-            &i32::from(ctx.concurrency),
+            &i32::from(ctx.slots.total()),
             &(ctx.running.len() as i32),
             &(cache_bytes as i64),
         ],
@@ -69,12 +75,12 @@ pub async fn reap_loop(ctx: Context, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(REAP_EVERY) => {}
         }
-        match ade_common::reaper::reap(&ctx.pool, ctx.max_attempts).await {
+        match ade_common::lifecycle::reaper::reap(&ctx.pool, ctx.max_attempts).await {
             Ok(reaped) => {
                 ctx.events.publish(reaped.events);
                 for id in reaped.requeued {
                     tracing::info!(run.id = %id, "requeued a run whose worker was lost");
-                    offer(&ctx, id).await;
+                    ctx.dispatcher.offer(StreamRef::Run(id));
                 }
                 if reaped.failed > 0 {
                     tracing::warn!(
@@ -85,26 +91,5 @@ pub async fn reap_loop(ctx: Context, shutdown: CancellationToken) {
             }
             Err(e) => tracing::warn!(error = %e, "reaping failed"),
         }
-    }
-}
-
-/// Publishes a requeued run; if the broker is away the API's redispatcher does it later.
-async fn offer(ctx: &Context, id: uuid::Uuid) {
-    if ctx
-        .jobs
-        .publish_job(JobMessage {
-            kind: JobKind::Run,
-            id,
-        })
-        .await
-        .is_ok()
-        && let Ok(db) = ctx.pool.get().await
-    {
-        let _ = db
-            .execute(
-                "UPDATE runs SET dispatched_at = now() WHERE id = $1",
-                &[&id],
-            )
-            .await;
     }
 }

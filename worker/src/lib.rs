@@ -2,34 +2,44 @@
 //!
 //! - [`settings`]: the typed settings of `ade-worker`.
 //! - [`queue`]: the consume loop: deliveries in, acks out, reconnects.
+//! - [`slots`]: run slots and the prefetch that keeps dispatch fair.
 //! - [`runs`]: one run from claim to terminal state ([`runs::process_one`]).
+//! - [`lease`]: the lease keeper: renewals, the cancel poll, self-fencing.
 //! - [`builds`]: the build record a run uses and its venv on this host.
+//! - [`builder`]: building a claimed build and recording its verdict.
 //! - [`venv`]: the host-local venv cache (lock, temp folder, marker, rename).
 //! - [`wheels`]: the engine and configuration wheels venvs are installed from.
 //! - [`cache`]: build and in-use locks, and the collector of unused venvs.
 //! - [`engine`]: inputs, the engine subprocess, and its events.
+//! - [`outputs`]: publishing an attempt's output files (regular files only).
 //! - [`process`]: guarded subprocesses (process group, deadline, cancel).
 //! - [`stop`]: why an in-flight run is stopped early (cancel, lost lease, shutdown).
 //! - [`fleet`]: this worker's heartbeat and the reaper of lost runs.
-//! - [`events`]: batched, gapless event writes for one run.
+//! - [`events`]: batched, fenced event writes for one stream.
 //!
 //! [`Worker::build`] prepares everything; [`Worker::run`] consumes until its
 //! cancellation token fires, then lets in-flight runs finish.
 
+pub mod builder;
 pub mod builds;
 pub mod cache;
 pub mod engine;
 pub mod events;
 pub mod fleet;
+pub mod lease;
+pub mod outputs;
 pub mod process;
 pub mod queue;
 pub mod runs;
 pub mod settings;
+pub mod slots;
 pub mod stop;
 pub mod venv;
 pub mod wheels;
 
 use ade_common::amqp::Topology;
+use ade_common::events::Origin;
+use ade_common::lifecycle::{Claimant, Fence};
 use ade_common::storage::DataDir;
 use anyhow::Context as _;
 use settings::WorkerSettings;
@@ -46,8 +56,8 @@ pub const DB_PATIENCE: Duration = Duration::from_secs(60);
 pub struct Context {
     /// PostgreSQL.
     pub pool: deadpool_postgres::Pool,
-    /// This worker's id (claims and events carry it).
-    pub worker_id: String,
+    /// This worker process: its id and incarnation (claims carry both).
+    pub claimant: Claimant,
     /// This host's name.
     pub host: String,
     /// The run lease.
@@ -62,20 +72,20 @@ pub struct Context {
     pub data_dir: DataDir,
     /// Publishes committed events to the events fanout.
     pub events: ade_common::amqp::EventPublisher,
-    /// Publishes run jobs (runs the reaper requeues).
-    pub jobs: Arc<ade_common::amqp::Publisher>,
+    /// Offers run jobs to the broker (hand-backs, runs the reaper requeues).
+    pub dispatcher: ade_common::dispatch::Dispatcher,
     /// The runs in flight here.
     pub running: stop::Running,
-    /// Runs at once.
-    pub concurrency: u16,
+    /// The run slots (`ADE_WORKER_CONCURRENCY`).
+    pub slots: slots::Slots,
     /// Attempts before a lost run fails.
     pub max_attempts: u32,
 }
 
 impl Context {
-    /// A new event sink for `stream`.
-    pub fn sink(&self, stream: events::Stream) -> events::EventSink {
-        events::EventSink::start(self.pool.clone(), self.events.clone(), stream)
+    /// A new event sink for a stream, writing under `fence`.
+    pub fn sink(&self, origin: Origin, fence: Fence) -> events::EventSink {
+        events::EventSink::start(self.pool.clone(), self.events.clone(), origin, fence)
     }
 }
 
@@ -97,9 +107,25 @@ impl Worker {
             .await
             .with_context(|| format!("creating {}", root.display()))?;
         let pool_size = usize::from(settings.concurrency()) * 2 + 4;
+        let pool = ade_common::db::pool(&settings.common.database_url, pool_size)?;
+        let claimant = Claimant::new(settings.worker_id());
+        let prefix = &settings.common.amqp_prefix;
+        let topology = Topology::new(prefix.clone());
+        let name = format!("{prefix}:{}", claimant.worker_id);
+        let jobs = ade_common::amqp::Publisher::new(
+            settings.common.amqp_url.clone(),
+            format!("{name}:jobs"),
+            topology.clone(),
+        );
         let ctx = Context {
-            pool: ade_common::db::pool(&settings.common.database_url, pool_size)?,
-            worker_id: settings.worker_id(),
+            dispatcher: ade_common::dispatch::Dispatcher::spawn(jobs, pool.clone()),
+            events: ade_common::amqp::EventPublisher::spawn(
+                settings.common.amqp_url.clone(),
+                format!("{name}:events"),
+                topology,
+            ),
+            pool,
+            claimant,
             host: settings::hostname(),
             lease: settings.lease(),
             run_timeout: Duration::from_secs(settings.run_timeout_seconds),
@@ -114,29 +140,11 @@ impl Worker {
             }),
             identity: Arc::new(identity),
             data_dir: DataDir::new(&settings.common.data_dir),
-            jobs: Arc::new(ade_common::amqp::Publisher::new(
-                settings.common.amqp_url.clone(),
-                format!(
-                    "{}:{}:jobs",
-                    settings.common.amqp_prefix,
-                    settings.worker_id()
-                ),
-                Topology::new(settings.common.amqp_prefix.clone()),
-            )),
             running: stop::Running::default(),
-            concurrency: settings.concurrency(),
+            slots: slots::Slots::new(settings.concurrency()),
             max_attempts: settings.common.max_attempts,
-            events: ade_common::amqp::EventPublisher::spawn(
-                settings.common.amqp_url.clone(),
-                format!(
-                    "{}:{}:events",
-                    settings.common.amqp_prefix,
-                    settings.worker_id()
-                ),
-                Topology::new(settings.common.amqp_prefix.clone()),
-            ),
         };
-        tracing::info!(worker.id = %ctx.worker_id, engine = %ctx.identity.engine_version, python = %ctx.identity.python_version, "worker ready");
+        tracing::info!(worker.id = %ctx.claimant.worker_id, incarnation = %ctx.claimant.incarnation, engine = %ctx.identity.engine_version, python = %ctx.identity.python_version, "worker ready");
         Ok(Self { ctx, settings })
     }
 
@@ -165,14 +173,18 @@ impl Worker {
             shutdown.clone(),
         ));
         let reaper = tokio::spawn(fleet::reap_loop(self.ctx.clone(), shutdown.clone()));
+        // Leases are kept through the drain, until the consumer has returned.
+        let drained = CancellationToken::new();
+        let keeper = tokio::spawn(lease::keep_loop(self.ctx.clone(), drained.clone()));
         let consumer = queue::Consumer {
             ctx: self.ctx,
             url: self.settings.common.amqp_url.clone(),
             topology: Topology::new(self.settings.common.amqp_prefix.clone()),
-            prefetch: self.settings.concurrency(),
             drain: Duration::from_secs(self.settings.drain_seconds),
         };
         consumer.run(shutdown).await;
+        drained.cancel();
+        keeper.await?;
         collector.await?;
         reaper.await?;
         heartbeat.await?;

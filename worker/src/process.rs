@@ -116,8 +116,14 @@ where
     let mut lines_open = true;
     let outcome = loop {
         tokio::select! {
+            // A full event sink slows delivery down, but never holds off a
+            // cancel or the deadline: those are polled beside it.
             line = rx.recv(), if lines_open => match line {
-                Some((channel, line)) => on_line(channel, line).await,
+                Some((channel, line)) => tokio::select! {
+                    _ = on_line(channel, line) => {}
+                    _ = &mut deadline => break Err(ProcessError::Timeout(guard.timeout)),
+                    _ = guard.cancel.cancelled() => break Err(ProcessError::Cancelled),
+                },
                 None => lines_open = false,
             },
             status = child.wait() => break status.map(exit_code).map_err(ProcessError::from),
@@ -134,7 +140,13 @@ where
             on_line(channel, line).await;
         }
     };
-    if tokio::time::timeout(Duration::from_secs(2), drain)
+    // After a stop, what is left unread is dropped rather than waited for.
+    let drain_for = if outcome.is_ok() {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_millis(200)
+    };
+    if tokio::time::timeout(drain_for, drain)
         .await
         .is_err()
     {

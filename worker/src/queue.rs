@@ -1,24 +1,27 @@
 //! The consume loop around [`runs::process_one`] and [`builds::process_build`].
 //!
-//! Prefetch equals the worker's concurrency (plus one build), so the broker
-//! never hands this worker more jobs than it has free slots. Each delivery
-//! runs on its own task and is acknowledged only after the job's terminal
-//! state is committed. Unparseable messages are rejected without requeue and
-//! so dead-lettered to `<prefix>.dead`. Cancel requests arrive on this
+//! Run messages are taken only into free slots ([`crate::slots`]); builds
+//! without a run come one at a time beside them. Each delivery runs on its
+//! own task and is acknowledged only after the job's terminal state is
+//! committed (a handed-back run is published again by its worker, then its
+//! message acknowledged). Unparseable messages are rejected without requeue
+//! and so dead-lettered to `<prefix>.dead`. Cancel requests arrive on this
 //! worker's own queue on the `<prefix>.control` fanout. A lost connection is
 //! reopened with capped exponential backoff; jobs in flight carry on, and
 //! their redelivered messages find the run already claimed or finished.
 //!
 //! On shutdown the consumers are cancelled first, so no new job starts; runs
 //! in flight get the drain period to finish, and the rest are handed back
-//! (requeued in PostgreSQL with the same attempt, and their messages
-//! returned to the queue) so another worker starts them at once.
+//! (requeued in PostgreSQL with the same attempt, and offered again) so
+//! another worker starts them at once.
 
 use crate::Context;
 use crate::builds;
 use crate::runs::{self, Outcome};
+use crate::slots::{Prefetch, Slot};
 use crate::stop::Reason;
-use ade_common::amqp::{self, JobKind, JobMessage, Topology};
+use ade_common::amqp::{self, Topology};
+use ade_common::events::StreamRef;
 use futures_util::StreamExt as _;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -48,10 +51,22 @@ pub struct Consumer {
     pub url: String,
     /// Queue names.
     pub topology: Topology,
-    /// Unacknowledged run deliveries at most (= concurrency).
-    pub prefetch: u16,
     /// How long shutdown waits for in-flight runs.
     pub drain: Duration,
+}
+
+/// A finished job: the channel generation of its run slot, if it had one.
+type Ended = Option<u64>;
+
+/// The channels of one connection.
+struct Channels {
+    conn: lapin::Connection,
+    runs_channel: lapin::Channel,
+    runs: Option<lapin::Consumer>,
+    builds_channel: lapin::Channel,
+    builds: lapin::Consumer,
+    control: lapin::Consumer,
+    prefetch: Prefetch,
 }
 
 impl Consumer {
@@ -59,8 +74,10 @@ impl Consumer {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut tasks = JoinSet::new();
         let mut backoff = Duration::from_millis(100);
+        let mut generation = 0;
         while !shutdown.is_cancelled() {
-            match self.consume(&shutdown, &mut tasks, &mut backoff).await {
+            generation += 1;
+            match self.consume(&shutdown, &mut tasks, &mut backoff, generation).await {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "broker connection lost")
@@ -78,72 +95,150 @@ impl Consumer {
     async fn consume(
         &self,
         shutdown: &CancellationToken,
-        tasks: &mut JoinSet<()>,
+        tasks: &mut JoinSet<Ended>,
         backoff: &mut Duration,
+        generation: u64,
     ) -> anyhow::Result<()> {
-        let name = format!("{}:{}", self.topology.prefix(), self.ctx.worker_id);
-        let conn = amqp::connect(&self.url, &name).await?;
-        let (runs_channel, mut runs) = self
-            .subscribe(&conn, &self.topology.runs_queue(), self.prefetch)
-            .await?;
-        // Builds without a run are rare; one at a time keeps run slots free.
-        let (builds_channel, mut builds) = self
-            .subscribe(&conn, &self.topology.builds_queue(), 1)
-            .await?;
-        let mut control = self.control(&conn).await?;
+        let mut ch = self.open(generation).await?;
         *backoff = Duration::from_millis(100);
-        tracing::info!(queue = %self.topology.runs_queue(), prefetch = self.prefetch, "consuming");
         loop {
+            let runs = async {
+                match ch.runs.as_mut() {
+                    Some(runs) => runs.next().await,
+                    None => std::future::pending().await,
+                }
+            };
             let delivery = tokio::select! {
                 _ = shutdown.cancelled() => {
-                    for (channel, consumer) in [(&runs_channel, &runs), (&builds_channel, &builds)] {
-                        let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
-                    }
+                    self.stop_consuming(&ch).await;
                     // Keep the channels open while draining: in-flight jobs ack on them.
                     self.drain(tasks).await;
-                    let _ = conn.close(200, "worker stopping".into()).await;
+                    let _ = ch.conn.close(200, "worker stopping".into()).await;
                     return Ok(());
                 }
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-                message = control.next() => {
+                Some(ended) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Ok(Some(generation)) = ended {
+                        self.slot_freed(&mut ch, generation).await?;
+                    }
+                    continue;
+                }
+                message = ch.control.next() => {
                     self.on_control(message)?;
                     continue;
                 }
-                delivery = runs.next() => delivery,
-                delivery = builds.next() => delivery,
+                delivery = runs => delivery.map(|d| (d, true)),
+                delivery = ch.builds.next() => delivery.map(|d| (d, false)),
             };
             match delivery {
-                Some(Ok(delivery)) => {
-                    tasks.spawn(handle(self.ctx.clone(), delivery));
+                Some((Ok(delivery), is_run)) => {
+                    let slot = if is_run {
+                        match self.ctx.slots.take(generation) {
+                            Some(slot) => Some(slot),
+                            None => {
+                                // Cannot happen while prefetch ≤ free slots; never run over.
+                                let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                                continue;
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    tasks.spawn(handle(self.ctx.clone(), delivery, slot));
                 }
-                Some(Err(e)) => return Err(e.into()),
+                Some((Err(e), _)) => return Err(e.into()),
                 None => anyhow::bail!("the broker closed a consumer"),
             }
         }
     }
 
-    /// A channel with `prefetch` consuming `queue`.
-    async fn subscribe(
+    /// Connects, declares, and starts consuming (runs only if a slot is free).
+    async fn open(&self, generation: u64) -> anyhow::Result<Channels> {
+        let name = format!("{}:{}", self.topology.prefix(), self.ctx.claimant.worker_id);
+        let conn = amqp::connect(&self.url, &name).await?;
+        let runs_channel = conn.create_channel().await?;
+        amqp::declare(&runs_channel, &self.topology).await?;
+        let prefetch = Prefetch::open(generation, &self.ctx.slots);
+        let runs = if prefetch.count > 0 {
+            Some(self.consume_runs(&runs_channel, prefetch.count).await?)
+        } else {
+            None
+        };
+        // Builds without a run are rare; one at a time beside the run slots.
+        let builds_channel = conn.create_channel().await?;
+        builds_channel
+            .basic_qos(1, BasicQosOptions::default())
+            .await?;
+        let builds = self
+            .basic_consume(&builds_channel, &self.topology.builds_queue())
+            .await?;
+        let control = self.control(&conn).await?;
+        tracing::info!(queue = %self.topology.runs_queue(), prefetch = prefetch.count, "consuming");
+        Ok(Channels {
+            conn,
+            runs_channel,
+            runs,
+            builds_channel,
+            builds,
+            control,
+            prefetch,
+        })
+    }
+
+    /// A run of an older channel ended: the current one may take one more.
+    async fn slot_freed(&self, ch: &mut Channels, generation: u64) -> anyhow::Result<()> {
+        let Some(count) = ch.prefetch.ended(generation) else {
+            return Ok(());
+        };
+        match &ch.runs {
+            Some(_) => {
+                ch.runs_channel
+                    .basic_qos(count, BasicQosOptions::default())
+                    .await?
+            }
+            None => ch.runs = Some(self.consume_runs(&ch.runs_channel, count).await?),
+        }
+        Ok(())
+    }
+
+    async fn consume_runs(
         &self,
-        conn: &lapin::Connection,
-        queue: &str,
+        channel: &lapin::Channel,
         prefetch: u16,
-    ) -> anyhow::Result<(lapin::Channel, lapin::Consumer)> {
-        let channel = conn.create_channel().await?;
-        amqp::declare(&channel, &self.topology).await?;
+    ) -> anyhow::Result<lapin::Consumer> {
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
             .await?;
-        let tag = format!("{}-{}", self.ctx.worker_id, Uuid::now_v7().simple());
-        let consumer = channel
+        self.basic_consume(channel, &self.topology.runs_queue()).await
+    }
+
+    async fn basic_consume(
+        &self,
+        channel: &lapin::Channel,
+        queue: &str,
+    ) -> anyhow::Result<lapin::Consumer> {
+        let tag = format!("{}-{}", self.ctx.claimant.worker_id, Uuid::now_v7().simple());
+        Ok(channel
             .basic_consume(
                 queue.into(),
                 tag.as_str().into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
-            .await?;
-        Ok((channel, consumer))
+            .await?)
+    }
+
+    async fn stop_consuming(&self, ch: &Channels) {
+        let consumers = [
+            (&ch.runs_channel, ch.runs.as_ref()),
+            (&ch.builds_channel, Some(&ch.builds)),
+        ];
+        for (channel, consumer) in consumers {
+            if let Some(consumer) = consumer {
+                let _ = channel
+                    .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                    .await;
+            }
+        }
     }
 
     /// This worker's exclusive queue on the control fanout (client-named, so it
@@ -172,7 +267,7 @@ impl Consumer {
     }
 
     /// Waits for in-flight jobs for the drain period, then hands back the rest.
-    async fn drain(&self, tasks: &mut JoinSet<()>) {
+    async fn drain(&self, tasks: &mut JoinSet<Ended>) {
         if tasks.is_empty() {
             return;
         }
@@ -205,13 +300,14 @@ impl Consumer {
     }
 }
 
-async fn join_all(tasks: &mut JoinSet<()>) {
+async fn join_all(tasks: &mut JoinSet<Ended>) {
     while tasks.join_next().await.is_some() {}
 }
 
-/// Runs one delivery and settles it with the broker.
-async fn handle(ctx: Context, delivery: Delivery) {
-    let Ok(job) = serde_json::from_slice::<JobMessage>(&delivery.data) else {
+/// Runs one delivery and settles it with the broker; returns its slot's generation.
+async fn handle(ctx: Context, delivery: Delivery, slot: Option<Slot>) -> Ended {
+    let generation = slot.as_ref().map(|s| s.generation);
+    let Ok(job) = serde_json::from_slice::<StreamRef>(&delivery.data) else {
         tracing::warn!(
             body_bytes = delivery.data.len(),
             "poison message; dead-lettering it"
@@ -222,11 +318,11 @@ async fn handle(ctx: Context, delivery: Delivery) {
                 ..Default::default()
             })
             .await;
-        return;
+        return generation;
     };
-    let result = match job.kind {
-        JobKind::Run => runs::process_one(&ctx, job.id).await,
-        JobKind::Build => builds::process_build(&ctx, job.id).await.map(|built| {
+    let result = match job {
+        StreamRef::Run(id) => runs::process_one(&ctx, id).await,
+        StreamRef::Build(id) => builds::process_build(&ctx, id).await.map(|built| {
             if built {
                 Outcome::Completed
             } else {
@@ -235,17 +331,9 @@ async fn handle(ctx: Context, delivery: Delivery) {
         }),
     };
     let settled = match result {
-        Ok(Outcome::HandedBack) => {
-            delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await
-        }
         Ok(_) => delivery.ack(BasicAckOptions::default()).await,
         Err(e) => {
-            tracing::warn!(job = ?job.kind, id = %job.id, error = %e, "job could not be processed; requeueing");
+            tracing::warn!(?job, error = %e, "job could not be processed; requeueing");
             tokio::time::sleep(Duration::from_secs(1)).await;
             delivery
                 .nack(BasicNackOptions {
@@ -256,6 +344,8 @@ async fn handle(ctx: Context, delivery: Delivery) {
         }
     };
     if let Err(e) = settled {
-        tracing::warn!(id = %job.id, error = %e, "settling the message failed; it will come back and find the job done");
+        tracing::warn!(?job, error = %e, "settling the message failed; it will come back and find the job done");
     }
+    drop(slot);
+    generation
 }

@@ -1,13 +1,17 @@
-//! Stopping a run early, and why.
+//! Stopping a run early, and why; the registry of runs in flight.
 //!
-//! Each in-flight run has a [`Stop`] in the worker's [`Running`] registry.
-//! Three things can stop it: a cancel request (control message or database
-//! flag), the loss of its lease (another attempt owns the run now), or the
-//! end of the drain period on shutdown (the run is handed back). The first
-//! reason recorded wins; the token kills the engine's process group.
+//! Each in-flight run has a [`Stop`] in the worker's [`Running`] registry,
+//! keyed by run *and attempt* (a later claim of the same run by this worker
+//! is a different entry, so one registration never removes another's).
+//! Three things can stop a run: a cancel request (control message or
+//! database flag), the loss of its lease (another attempt owns the run now,
+//! or this worker could not renew in time), or the end of the drain period
+//! on shutdown (the run is handed back). The first reason recorded wins; the
+//! token kills the engine's process group.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -16,7 +20,7 @@ use uuid::Uuid;
 pub enum Reason {
     /// A client cancelled it: it ends `cancelled`.
     Cancelled,
-    /// Its lease was lost: another attempt owns it; write nothing.
+    /// Its lease was lost: another attempt owns it, or may; write nothing.
     LeaseLost,
     /// The worker is shutting down: put it back in the queue, same attempt.
     HandBack,
@@ -47,68 +51,101 @@ impl Stop {
     }
 }
 
+/// A claimed attempt: run id and attempt.
+pub type Key = (Uuid, i32);
+
+#[derive(Debug)]
+struct Entry {
+    stop: Stop,
+    /// When the last request that (re)set the lease was sent.
+    renewed: Instant,
+}
+
 /// The runs in flight on this worker.
 #[derive(Debug, Clone, Default)]
-pub struct Running(Arc<Mutex<HashMap<Uuid, Stop>>>);
+pub struct Running(Arc<Mutex<HashMap<Key, Entry>>>);
 
 impl Running {
-    /// Registers a run; it is removed again when the guard drops.
-    pub fn register(&self, run_id: Uuid) -> (Stop, Registration) {
+    /// Registers a claimed attempt whose lease was set by a request sent at
+    /// `claimed`; it is removed again when the guard drops.
+    pub fn register(&self, key: Key, claimed: Instant) -> (Stop, Registration) {
         let stop = Stop::default();
-        self.0
-            .lock()
-            .expect("running lock")
-            .insert(run_id, stop.clone());
-        (
-            stop,
-            Registration {
-                running: self.clone(),
-                run_id,
-            },
-        )
+        let entry = Entry {
+            stop: stop.clone(),
+            renewed: claimed,
+        };
+        self.lock().insert(key, entry);
+        let registration = Registration {
+            running: self.clone(),
+            key,
+        };
+        (stop, registration)
     }
 
-    /// Stops one run, if it is here.
+    /// Stops every attempt of `run_id` held here; false if none is.
     pub fn stop(&self, run_id: Uuid, reason: Reason) -> bool {
-        let stop = self.0.lock().expect("running lock").get(&run_id).cloned();
-        stop.map(|s| s.stop(reason)).is_some()
+        let stops: Vec<Stop> = self
+            .lock()
+            .iter()
+            .filter(|((id, _), _)| *id == run_id)
+            .map(|(_, e)| e.stop.clone())
+            .collect();
+        stops.iter().for_each(|s| s.stop(reason));
+        !stops.is_empty()
+    }
+
+    /// Stops one attempt.
+    pub fn stop_attempt(&self, key: Key, reason: Reason) {
+        let stop = self.lock().get(&key).map(|e| e.stop.clone());
+        if let Some(stop) = stop {
+            stop.stop(reason);
+        }
     }
 
     /// Stops every run here.
     pub fn stop_all(&self, reason: Reason) {
-        let all: Vec<Stop> = self
-            .0
-            .lock()
-            .expect("running lock")
-            .values()
-            .cloned()
-            .collect();
+        let all: Vec<Stop> = self.lock().values().map(|e| e.stop.clone()).collect();
         all.iter().for_each(|s| s.stop(reason));
+    }
+
+    /// The attempts held, with when each lease was last set.
+    pub fn held(&self) -> Vec<(Key, Instant)> {
+        self.lock().iter().map(|(k, e)| (*k, e.renewed)).collect()
+    }
+
+    /// Records that a renewal sent at `sent` extended these attempts' leases.
+    pub fn renewed(&self, keys: &[Key], sent: Instant) {
+        let mut entries = self.lock();
+        for key in keys {
+            if let Some(entry) = entries.get_mut(key) {
+                entry.renewed = entry.renewed.max(sent);
+            }
+        }
     }
 
     /// How many runs are in flight.
     pub fn len(&self) -> usize {
-        self.0.lock().expect("running lock").len()
+        self.lock().len()
     }
 
     /// True when no run is in flight.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+        self.0.lock().expect("running lock")
+    }
 }
 
-/// Removes a run from [`Running`] when dropped.
+/// Removes its attempt from [`Running`] when dropped.
 pub struct Registration {
     running: Running,
-    run_id: Uuid,
+    key: Key,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.running
-            .0
-            .lock()
-            .expect("running lock")
-            .remove(&self.run_id);
+        self.running.lock().remove(&self.key);
     }
 }

@@ -6,9 +6,17 @@
 //! build on one host serialize on an `flock` of a lock file kept outside the
 //! venv folders; the kernel releases it if the builder dies, so the next one
 //! starts at once. Deleting any folder under the cache is always safe.
+//!
+//! Everything a build needs besides the venv (the unpacked package, the
+//! constraints file) lives in one scratch folder beside it, removed after
+//! the build and, if a builder died, by the next one.
+//!
+//! Errors say whose problem they are ([`BuildError`]): a failed step is the
+//! build's own (it fails the build for everyone), a stop is nobody's, and a
+//! host-local problem (disk, permissions, a missing tool) is this host's.
 
 use crate::cache;
-use crate::process::{self, Channel, Guard};
+use crate::process::{self, Channel, Guard, ProcessError};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -16,6 +24,22 @@ use std::time::{Duration, Instant};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+/// The worker's settings for uv that builds keep (the cache, package
+/// indexes, proxies); nothing else of the worker's environment reaches a build.
+pub const UV_PASSED_THROUGH: &[&str] = &[
+    "UV_CACHE_DIR",
+    "UV_INDEX_URL",
+    "UV_DEFAULT_INDEX",
+    "UV_INDEX",
+    "UV_EXTRA_INDEX_URL",
+    "UV_FIND_LINKS",
+    "UV_OFFLINE",
+    "UV_NATIVE_TLS",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+];
 
 /// The marker file inside a finished venv.
 pub const MARKER: &str = "ade_build.json";
@@ -111,6 +135,34 @@ pub struct VenvCache {
     pub engine_wheel: std::sync::Mutex<Option<PathBuf>>,
 }
 
+/// Why a venv could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A build step failed or timed out: the build itself is broken.
+    #[error("{0}")]
+    Failed(String),
+    /// Stopped by its token (cancel, drain, lost lease): no verdict.
+    #[error("the build was stopped before it finished")]
+    Stopped,
+    /// This host could not do its part; another host may well succeed.
+    #[error("{0:#}")]
+    Host(anyhow::Error),
+}
+
+impl BuildError {
+    /// The same error, counted as this host's problem if it was a step failure.
+    pub fn on_host(self) -> Self {
+        match self {
+            Self::Failed(why) => Self::Host(anyhow::anyhow!(why)),
+            e => e,
+        }
+    }
+
+    fn host(context: &str) -> impl FnOnce(std::io::Error) -> Self + '_ {
+        move |e| Self::Host(anyhow::Error::new(e).context(context.to_owned()))
+    }
+}
+
 /// A usable venv.
 pub struct Ready {
     /// `<venv>/bin/python`.
@@ -138,7 +190,7 @@ impl VenvCache {
         spec: BuildSpec,
         cancel: CancellationToken,
         mut progress: F,
-    ) -> anyhow::Result<Ready>
+    ) -> Result<Ready, BuildError>
     where
         F: FnMut(Progress) -> Fut,
         Fut: Future<Output = ()>,
@@ -149,26 +201,30 @@ impl VenvCache {
         // Held first, so the collector cannot remove the venv between our check and our use.
         let in_use = cache::hold(&self.root, build_id)
             .await
-            .context("marking the venv in use")?;
+            .map_err(BuildError::host("marking the venv in use"))?;
         let in_use = match reuse(&venv, build_id, in_use).await {
             Ok(ready) => return Ok(ready),
             Err(in_use) => in_use,
         };
-        let _lock = cache::lock_build(&self.root, build_id, &cancel)
-            .await
-            .context("locking the build")?;
+        let _lock = match cache::lock_build(&self.root, build_id, &cancel).await {
+            Ok(lock) => lock,
+            Err(_) if cancel.is_cancelled() => return Err(BuildError::Stopped),
+            Err(e) => return Err(BuildError::host("locking the build")(e)),
+        };
         // Another builder may have finished while we waited for the lock.
         let in_use = match reuse(&venv, build_id, in_use).await {
             Ok(ready) => return Ok(ready),
             Err(in_use) => in_use,
         };
-        clear_leftovers(&dir).await?;
+        clear_leftovers(&dir)
+            .await
+            .map_err(BuildError::Host)?;
         let tmp = dir.join(format!(".venv.tmp-{}", Uuid::now_v7().simple()));
-        let src = dir.join(format!(".src-{}", Uuid::now_v7().simple()));
+        let scratch = dir.join(format!(".scratch-{}", Uuid::now_v7().simple()));
         let result = self
-            .build_into(&tmp, &src, spec, cancel, &mut progress)
+            .build_into(&tmp, &scratch, spec, cancel, &mut progress)
             .await;
-        let _ = tokio::fs::remove_dir_all(&src).await;
+        let _ = tokio::fs::remove_dir_all(&scratch).await;
         let marker = match result {
             Ok(marker) => marker,
             Err(e) => {
@@ -178,7 +234,7 @@ impl VenvCache {
         };
         tokio::fs::rename(&tmp, &venv)
             .await
-            .context("moving the venv into place")?;
+            .map_err(BuildError::host("moving the venv into place"))?;
         Ok(Ready {
             python: venv.join("bin/python"),
             reused: false,
@@ -190,27 +246,31 @@ impl VenvCache {
     async fn build_into<F, Fut>(
         &self,
         tmp: &Path,
-        src: &Path,
+        scratch: &Path,
         mut spec: BuildSpec,
         cancel: CancellationToken,
         progress: &mut F,
-    ) -> anyhow::Result<Marker>
+    ) -> Result<Marker, BuildError>
     where
         F: FnMut(Progress) -> Fut,
         Fut: Future<Output = ()>,
     {
         let step = Step {
             deadline: Instant::now() + self.timeout,
+            limit: self.timeout,
             cancel: &cancel,
         };
         let python = tmp.join("bin/python");
+        // The venv and the engine are this host's own software: a failure
+        // there (a missing interpreter, an unreachable index) is the host's.
         progress(Progress::Phase(Phase::CreateVenv)).await;
         step.run(
             self.uv_cmd(&["venv", "--relocatable", "--quiet", "--python", &self.python])
                 .arg(tmp),
             progress,
         )
-        .await?;
+        .await
+        .map_err(BuildError::on_host)?;
         progress(Progress::Phase(Phase::InstallEngine)).await;
         let engine = self.engine_wheel(&step, progress).await?;
         step.run(
@@ -219,9 +279,13 @@ impl VenvCache {
                 .arg(engine),
             progress,
         )
-        .await?;
+        .await
+        .map_err(BuildError::on_host)?;
         progress(Progress::Phase(Phase::InstallConfig)).await;
-        let wheel = self.config_wheel(&spec, src, &step, progress).await?;
+        tokio::fs::create_dir_all(scratch)
+            .await
+            .map_err(BuildError::host("creating the build's scratch folder"))?;
+        let wheel = self.config_wheel(&spec, scratch, &step, progress).await?;
         let mut install = self.uv_cmd(&["pip", "install", "--quiet", "--python"]);
         install.arg(&python).arg(&wheel);
         let pins: Vec<&String> = spec
@@ -230,12 +294,11 @@ impl VenvCache {
             .filter(|l| l.contains("=="))
             .collect();
         if !pins.is_empty() {
-            let file = src.with_extension("constraints.txt");
-            tokio::fs::write(
-                &file,
-                pins.iter().map(|l| format!("{l}\n")).collect::<String>(),
-            )
-            .await?;
+            let file = scratch.join("constraints.txt");
+            let text: String = pins.iter().map(|l| format!("{l}\n")).collect();
+            tokio::fs::write(&file, text)
+                .await
+                .map_err(BuildError::host("writing the constraints"))?;
             install.arg("--constraint").arg(&file);
         }
         step.run(&mut install, progress).await?;
@@ -246,12 +309,12 @@ impl VenvCache {
         )
         .await?;
         progress(Progress::Phase(Phase::CollectMetadata)).await;
-        spec.marker.packages = self.freeze(&python).await?;
+        spec.marker.packages = self.freeze(&python).await.map_err(BuildError::Host)?;
         spec.marker.created_at = ade_common::time_fmt::format(time::OffsetDateTime::now_utc());
         let body = serde_json::to_vec_pretty(&spec.marker).expect("a marker serializes");
         tokio::fs::write(tmp.join(MARKER), body)
             .await
-            .context("writing the marker")?;
+            .map_err(BuildError::host("writing the marker"))?;
         Ok(spec.marker)
     }
 
@@ -260,8 +323,10 @@ impl VenvCache {
         cmd.args(args);
         cmd.env("UV_PYTHON_DOWNLOADS", "never")
             .env("UV_NO_PROGRESS", "1");
-        if let Ok(cache) = std::env::var("UV_CACHE_DIR") {
-            cmd.env("UV_CACHE_DIR", cache);
+        for name in UV_PASSED_THROUGH {
+            if let Ok(value) = std::env::var(name) {
+                cmd.env(name, value);
+            }
         }
         cmd
     }
@@ -288,6 +353,7 @@ impl VenvCache {
 /// One step of a build: a guarded process sharing the build's deadline.
 pub(crate) struct Step<'a> {
     deadline: Instant,
+    limit: Duration,
     cancel: &'a CancellationToken,
 }
 
@@ -296,7 +362,7 @@ impl Step<'_> {
         &self,
         cmd: &mut Command,
         progress: &mut F,
-    ) -> anyhow::Result<()>
+    ) -> Result<(), BuildError>
     where
         F: FnMut(Progress) -> Fut,
         Fut: Future<Output = ()>,
@@ -319,16 +385,28 @@ impl Step<'_> {
             }
             progress(Progress::Line(channel, line))
         })
-        .await?;
+        .await;
         let name = Path::new(&program)
             .file_name()
             .map_or(program.clone(), |n| n.to_string_lossy().into_owned());
+        let code = match code {
+            Ok(code) => code,
+            Err(ProcessError::Cancelled) => return Err(BuildError::Stopped),
+            Err(ProcessError::Timeout(_)) => {
+                return Err(BuildError::Failed(format!(
+                    "the build timed out after {}s (while running {name})",
+                    self.limit.as_secs()
+                )));
+            }
+            Err(e) => return Err(BuildError::Host(anyhow::Error::new(e).context(name))),
+        };
         let detail = Vec::from(last_errors).join("\n");
-        anyhow::ensure!(
-            code == 0,
-            "{name} exited with code {code}{}{detail}",
-            if detail.is_empty() { "" } else { ":\n" }
-        );
+        if code != 0 {
+            let sep = if detail.is_empty() { "" } else { ":\n" };
+            return Err(BuildError::Failed(format!(
+                "{name} exited with code {code}{sep}{detail}"
+            )));
+        }
         Ok(())
     }
 }
@@ -368,7 +446,9 @@ async fn valid_marker(venv: &Path, build_id: Uuid) -> Option<Marker> {
     (marker.build_id == build_id && python.is_file()).then_some(marker)
 }
 
-/// Removes what a dead builder left: temporary folders and a `.venv` without a marker.
+/// Removes what a dead builder left: temporary venvs, scratch folders (and
+/// the stray files of older layouts), and a `.venv` without a marker. Files
+/// are removed as files and folders as folders, links never followed.
 async fn clear_leftovers(dir: &Path) -> anyhow::Result<()> {
     tokio::fs::create_dir_all(dir)
         .await
@@ -377,11 +457,20 @@ async fn clear_leftovers(dir: &Path) -> anyhow::Result<()> {
     while let Some(entry) = entries.next_entry().await? {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with(".venv.tmp-") || name.starts_with(".src-") || name == ".venv" {
-            tokio::fs::remove_dir_all(entry.path())
-                .await
-                .with_context(|| format!("removing {name}"))?;
+        if !(name.starts_with(".venv.tmp-")
+            || name.starts_with(".scratch-")
+            || name.starts_with(".src-")
+            || name == ".venv")
+        {
+            continue;
         }
+        let path = entry.path();
+        let removed = if tokio::fs::symlink_metadata(&path).await?.is_dir() {
+            tokio::fs::remove_dir_all(&path).await
+        } else {
+            tokio::fs::remove_file(&path).await
+        };
+        removed.with_context(|| format!("removing {name}"))?;
     }
     Ok(())
 }

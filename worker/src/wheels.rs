@@ -2,8 +2,13 @@
 //! engine version, under `ADE_VENVS_DIR/.engine`) and the configuration's
 //! (built once from the stored package and shared under
 //! `ADE_DATA_DIR/builds/<build>/wheels`, so other hosts only install it).
+//!
+//! Each wheel is built straight into a temporary folder on the filesystem
+//! where it is published, then renamed into place: `ADE_DATA_DIR` and
+//! `ADE_VENVS_DIR` are often different filesystems, where a rename between
+//! them fails.
 
-use crate::venv::{BuildSpec, Progress, Step, VenvCache};
+use crate::venv::{BuildError, BuildSpec, Progress, Step, VenvCache};
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
@@ -14,7 +19,7 @@ impl VenvCache {
         &self,
         step: &Step<'_>,
         progress: &mut F,
-    ) -> anyhow::Result<PathBuf>
+    ) -> Result<PathBuf, BuildError>
     where
         F: FnMut(Progress) -> Fut,
         Fut: Future<Output = ()>,
@@ -25,26 +30,30 @@ impl VenvCache {
             return Ok(wheel);
         }
         let dir = self.root.join(".engine").join(&self.engine_version);
-        if only_wheel(&dir).await?.is_none() {
+        if only_wheel(&dir).await.map_err(BuildError::Host)?.is_none() {
             let out = self
                 .root
                 .join(".engine")
                 .join(format!(".tmp-{}", Uuid::now_v7().simple()));
-            step.run(
-                self.uv_cmd(&["build", "--wheel", "--quiet", "--out-dir"])
-                    .arg(&out)
-                    .arg(&self.engine_dir),
-                progress,
-            )
-            .await?;
+            let built = step
+                .run(
+                    self.uv_cmd(&["build", "--wheel", "--quiet", "--out-dir"])
+                        .arg(&out)
+                        .arg(&self.engine_dir),
+                    progress,
+                )
+                .await;
+            // The engine is this host's own software: its failure is the host's.
+            built.map_err(BuildError::on_host)?;
             // Another process may have won the race; its wheel is the same.
             if tokio::fs::rename(&out, &dir).await.is_err() {
                 let _ = tokio::fs::remove_dir_all(&out).await;
             }
         }
         let wheel = only_wheel(&dir)
-            .await?
-            .context("uv build made no engine wheel")?;
+            .await
+            .and_then(|w| w.context("uv build made no engine wheel"))
+            .map_err(BuildError::Host)?;
         *self.engine_wheel.lock().expect("engine wheel lock") = Some(wheel.clone());
         Ok(wheel)
     }
@@ -54,43 +63,53 @@ impl VenvCache {
     pub(crate) async fn config_wheel<F, Fut>(
         &self,
         spec: &BuildSpec,
-        src: &Path,
+        scratch: &Path,
         step: &Step<'_>,
         progress: &mut F,
-    ) -> anyhow::Result<PathBuf>
+    ) -> Result<PathBuf, BuildError>
     where
         F: FnMut(Progress) -> Fut,
         Fut: Future<Output = ()>,
     {
-        if let Some(wheel) = only_wheel(&spec.wheel_dir).await? {
+        let host = |what: &'static str| move |e| BuildError::Host(anyhow::Error::new(e).context(what));
+        if let Some(wheel) = only_wheel(&spec.wheel_dir).await.map_err(BuildError::Host)? {
             return Ok(wheel);
         }
-        unpack(&spec.package, src).await?;
-        let out = src.with_extension("wheel");
-        step.run(
-            self.uv_cmd(&["build", "--wheel", "--quiet", "--out-dir"])
-                .arg(&out)
-                .arg(src),
-            progress,
-        )
-        .await?;
-        only_wheel(&out)
-            .await?
-            .context("uv build made no configuration wheel")?;
-        // Publish to shared storage with a rename; a concurrent builder's copy is equally good.
+        let src = scratch.join("src");
+        unpack(&spec.package, &src).await.map_err(BuildError::Host)?;
         let parent = spec
             .wheel_dir
             .parent()
-            .context("the wheel folder has a parent")?;
-        tokio::fs::create_dir_all(parent).await?;
+            .expect("the wheel folder has a parent");
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(host("creating the shared wheel folder"))?;
         let staged = parent.join(format!(".wheels-{}", Uuid::now_v7().simple()));
-        tokio::fs::rename(&out, &staged).await?;
+        let built = step
+            .run(
+                self.uv_cmd(&["build", "--wheel", "--quiet", "--out-dir"])
+                    .arg(&staged)
+                    .arg(&src),
+                progress,
+            )
+            .await;
+        if let Err(e) = built {
+            let _ = tokio::fs::remove_dir_all(&staged).await;
+            return Err(e);
+        }
+        let made = only_wheel(&staged).await.map_err(BuildError::Host)?;
+        if made.is_none() {
+            let _ = tokio::fs::remove_dir_all(&staged).await;
+            return Err(BuildError::Failed("uv build made no configuration wheel".into()));
+        }
+        // A concurrent builder's copy is equally good: keep whichever landed first.
         if tokio::fs::rename(&staged, &spec.wheel_dir).await.is_err() {
             let _ = tokio::fs::remove_dir_all(&staged).await;
         }
         only_wheel(&spec.wheel_dir)
-            .await?
-            .context("the shared configuration wheel vanished")
+            .await
+            .and_then(|w| w.context("the shared configuration wheel vanished"))
+            .map_err(BuildError::Host)
     }
 }
 

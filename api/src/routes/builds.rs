@@ -7,9 +7,11 @@
 use super::{created, json, json_body, parse_json, with};
 use crate::error::ApiError;
 use crate::routes::event_pages::{self, EventsQuery};
-use crate::routes::streams::{Followed, Format, follow};
+use crate::routes::streams::{Format, follow};
 use crate::state::AppState;
-use ade_common::builds::{Reason, Resolved, Target, resolve};
+use ade_common::events::StreamRef;
+use ade_common::lifecycle::builds::{Reason, Resolved, Target, resolve};
+use ade_common::status::BuildStatus;
 use ade_common::time_fmt::serde_ts;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -31,7 +33,7 @@ pub struct BuildResource {
     id: Uuid,
     workspace_id: Uuid,
     configuration_id: Uuid,
-    status: String,
+    status: BuildStatus,
     fingerprint: String,
     config_digest: String,
     engine_version: String,
@@ -157,12 +159,12 @@ async fn create(
     drop(db);
     let build = find(&state, resolved.id()).await?;
     match resolved {
-        Resolved::Created { id } => {
-            crate::dispatch::offer_build(&state, id).await;
+        Resolved::Created { id, .. } => {
+            state.dispatcher.offer(StreamRef::Build(id));
             if req.stream {
                 return Ok(follow(
                     state,
-                    Followed::Build(id),
+                    StreamRef::Build(id),
                     0,
                     Format::from_headers(&headers),
                 ));
@@ -171,7 +173,7 @@ async fn create(
         }
         resolved if req.stream => Ok(follow(
             state,
-            Followed::Build(resolved.id()),
+            StreamRef::Build(resolved.id()),
             0,
             Format::from_headers(&headers),
         )),
@@ -204,5 +206,5 @@ async fn events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     find(&state, id).await?;
-    event_pages::events(state, Followed::Build(id), q, &headers).await
+    event_pages::events(state, StreamRef::Build(id), q, &headers).await
 }

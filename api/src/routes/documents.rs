@@ -136,9 +136,10 @@ async fn get(ws: Uuid, id: Uuid, state: AppState) -> Result<Response, ApiError> 
 async fn download(ws: Uuid, id: Uuid, state: AppState) -> Result<Response, ApiError> {
     let row = find(&state, ws, id).await?;
     let doc = Document::from(&row);
+    // Served with a type from the fixed table, never the one the uploader declared.
     super::runs::outputs::file_response(
         &state.data_dir.document(ws, id),
-        &doc.content_type,
+        ade_common::storage::content_type_for(&doc.name),
         &doc.name,
     )
     .await

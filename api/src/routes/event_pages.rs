@@ -1,10 +1,10 @@
 //! `GET …/events` of runs and builds: a page of stored events, or (with
 //! `stream=true`) the live stream of [`super::streams`].
 
-use super::streams::{Followed, Format, follow, resume_point};
+use super::streams::{Format, follow, page, resume_point};
 use crate::error::ApiError;
 use crate::state::AppState;
-use ade_common::events::{Envelope, MAX_PAGE};
+use ade_common::events::{Envelope, MAX_PAGE, StreamRef};
 use warp::http::HeaderMap;
 use warp::reply::Response;
 
@@ -27,7 +27,7 @@ struct EventsPage {
 /// or with `stream=true` the live stream.
 pub async fn events(
     state: AppState,
-    followed: Followed,
+    followed: StreamRef,
     q: EventsQuery,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -41,7 +41,7 @@ pub async fn events(
         ));
     }
     let (after, limit) = page_bounds(q.after_sequence, q.limit)?;
-    let items = followed.page(&state, after, limit).await?;
+    let items = page(&state, followed, after, limit).await?;
     let next_after_sequence = items.last().map_or(after, |e| e.sequence);
     Ok(super::json(
         warp::http::StatusCode::OK,

@@ -12,13 +12,12 @@
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use ade_common::events::{Envelope, MAX_PAGE, build_events_page, run_events_page};
+use ade_common::events::{self, Envelope, EventKind, MAX_PAGE, StreamRef};
 use bytes::Bytes;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
-use uuid::Uuid;
 use warp::http::HeaderMap;
 use warp::reply::Response;
 
@@ -31,65 +30,24 @@ const MAX_COALESCED: usize = 512;
 /// Reconnect delay suggested to SSE clients.
 const RETRY: Duration = Duration::from_secs(2);
 
-/// Which stream to follow.
-#[derive(Debug, Clone, Copy)]
-pub enum Followed {
-    /// A run's stream; ends after `run.completed`.
-    Run(Uuid),
-    /// A build's own stream; ends after `build.completed`.
-    Build(Uuid),
+/// Reads a page of a stream's events.
+pub(crate) async fn page(
+    state: &AppState,
+    stream: StreamRef,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Envelope>, ApiError> {
+    let db = state.db().await?;
+    Ok(events::page(&db, stream, after, limit).await?)
 }
 
-impl Followed {
-    fn key(self) -> Uuid {
-        match self {
-            Self::Run(id) | Self::Build(id) => id,
-        }
-    }
-
-    fn is_end(self, kind: &str) -> bool {
-        match self {
-            Self::Run(_) => kind == "run.completed",
-            Self::Build(_) => kind == "build.completed",
-        }
-    }
-
-    /// True when the stream's terminal event exists at or before `last`.
-    async fn ended_by(self, state: &AppState, last: i64) -> bool {
-        let (sql, id) = match self {
-            Self::Run(id) => (
-                "SELECT sequence FROM run_events WHERE run_id = $1 AND event->>'type' = 'run.completed'",
-                id,
-            ),
-            Self::Build(id) => (
-                "SELECT sequence FROM build_events WHERE build_id = $1 AND event->>'type' = 'build.completed'",
-                id,
-            ),
-        };
-        let Ok(db) = state.db().await else {
-            return false;
-        };
-        let end: Option<i64> = db
-            .query_opt(sql, &[&id])
-            .await
-            .ok()
-            .flatten()
-            .map(|r| r.get(0));
-        end.is_some_and(|end| end <= last)
-    }
-
-    pub(crate) async fn page(
-        self,
-        state: &AppState,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<Envelope>, ApiError> {
-        let db = state.db().await?;
-        Ok(match self {
-            Self::Run(id) => run_events_page(&db, id, after, limit).await?,
-            Self::Build(id) => build_events_page(&db, id, after, limit).await?,
-        })
-    }
+/// True when the stream's ending event exists at or before `last`.
+async fn ended_by(state: &AppState, stream: StreamRef, last: i64) -> bool {
+    let Ok(db) = state.db().await else {
+        return false;
+    };
+    let end = events::end_sequence(&db, stream).await.ok().flatten();
+    end.is_some_and(|end| end <= last)
 }
 
 /// The wire format, from the `Accept` header.
@@ -141,9 +99,9 @@ pub fn resume_point(after_sequence: Option<i64>, headers: &HeaderMap) -> Result<
 }
 
 /// A streaming response following `followed` after sequence `after`.
-pub fn follow(state: AppState, followed: Followed, after: i64, format: Format) -> Response {
+pub fn follow(state: AppState, followed: StreamRef, after: i64, format: Format) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(8);
-    let live = state.hub.subscribe(followed.key());
+    let live = state.hub.subscribe(followed.id());
     tokio::spawn(
         Follower {
             state,
@@ -178,7 +136,7 @@ enum Flow {
 
 struct Follower {
     state: AppState,
-    followed: Followed,
+    followed: StreamRef,
     last: i64,
     tx: mpsc::Sender<Bytes>,
     format: Format,
@@ -197,7 +155,7 @@ impl Follower {
             return;
         }
         // Resumed at or past the end (a client reconnecting after the last event).
-        if self.followed.ended_by(&self.state, self.last).await {
+        if ended_by(&self.state, self.followed, self.last).await {
             return;
         }
         let shutdown = self.state.shutdown.clone();
@@ -266,7 +224,7 @@ impl Follower {
     /// Sends everything after `last` from the database, a page per write.
     async fn catch_up(&mut self) -> Flow {
         loop {
-            let page = match self.followed.page(&self.state, self.last, MAX_PAGE).await {
+            let page = match page(&self.state, self.followed, self.last, MAX_PAGE).await {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::warn!(error = %e, stream = ?self.followed, "catching up failed; retrying");
@@ -304,13 +262,13 @@ impl Follower {
             Format::Sse => write!(
                 out,
                 "id: {}\nevent: {}\ndata: {}\n\n",
-                frame.sequence, frame.kind, frame.json
+                frame.sequence, frame.kind.as_str(), frame.json
             ),
             Format::Ndjson => writeln!(out, "{}", frame.json),
         };
         written.expect("writing to a Vec cannot fail");
         self.last = frame.sequence;
-        self.followed.is_end(&frame.kind)
+        frame.kind == self.followed.end_kind()
     }
 
     async fn write(&mut self, bytes: Bytes) -> Flow {
@@ -327,7 +285,7 @@ pub struct Frame {
     /// Its sequence in its stream.
     pub sequence: i64,
     /// Its type.
-    pub kind: String,
+    pub kind: EventKind,
     /// The envelope as JSON.
     pub json: String,
 }
@@ -336,7 +294,7 @@ impl From<&Envelope> for Frame {
     fn from(event: &Envelope) -> Self {
         Self {
             sequence: event.sequence,
-            kind: event.kind.clone(),
+            kind: event.kind,
             json: serde_json::to_string(event).expect("an envelope serializes"),
         }
     }

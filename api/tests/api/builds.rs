@@ -248,16 +248,24 @@ async fn concurrent_runs_on_one_host_share_one_build() {
                 .to_owned(),
         );
     }
-    let mut started = 0;
     let mut builds = std::collections::HashSet::new();
     for id in &ids {
         let run = app.wait_for_run(id).await;
         assert_eq!(run["status"], "succeeded", "{run}");
         builds.insert(run["build_id"].as_str().unwrap().to_owned());
-        started += of_type(&app.all_events(id).await, "build.started").len();
+        // Every run's stream shows the build it waited for, to its end.
+        let events = app.all_events(id).await;
+        assert_eq!(of_type(&events, "build.completed").len(), 1, "{id}");
     }
     assert_eq!(builds.len(), 1, "one build record");
-    assert_eq!(started, 1, "exactly one build on this host");
+    let build = builds.into_iter().next().unwrap();
+    let own = ok_json(
+        app.get(&format!("/api/v1/builds/{build}/events?limit=1000")).await,
+        StatusCode::OK,
+    )
+    .await;
+    let own = own["items"].as_array().unwrap();
+    assert_eq!(of_type(own, "build.started").len(), 1, "exactly one build on this host");
     app.finish().await;
 }
 

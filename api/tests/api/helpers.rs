@@ -197,6 +197,18 @@ impl TestApp {
         closed
     }
 
+    /// A job publisher on this test's prefix, connected.
+    pub async fn job_publisher(&self) -> ade_common::amqp::Publisher {
+        let publisher = ade_common::amqp::Publisher::new(
+            std::env::var("ADE_AMQP_URL")
+                .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+            format!("{}:test", self.prefix),
+            ade_common::amqp::Topology::new(self.prefix.clone()),
+        );
+        assert!(publisher.check(DEADLINE).await, "the broker is reachable");
+        publisher
+    }
+
     /// Reads a whole event stream (it ends after the terminal event).
     pub async fn follow(&self, path: &str, sse: bool, last_event_id: Option<i64>) -> Vec<Value> {
         follow_url(&self.url(path), sse, last_event_id).await

@@ -4,7 +4,7 @@ use crate::helpers::{
     processes_mentioning,
 };
 use crate::streams::chatty_setup;
-use ade_common::amqp::{JobKind, JobMessage, Publisher, Topology};
+use ade_common::events::StreamRef;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -95,18 +95,10 @@ async fn a_redelivered_message_does_not_start_a_live_run_twice() {
     let run = app.submit(&config, json!({"document_ids": [doc]})).await;
     let id = run["id"].as_str().unwrap().to_owned();
     wait_for_engine_output(&app, &id).await;
-    let publisher = Publisher::new(
-        std::env::var("ADE_AMQP_URL")
-            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
-        "test",
-        Topology::new(app.prefix.clone()),
-    );
+    let publisher = app.job_publisher().await;
     for _ in 0..3 {
         publisher
-            .publish_job(JobMessage {
-                kind: JobKind::Run,
-                id: id.parse().unwrap(),
-            })
+            .publish_job(StreamRef::Run(id.parse().unwrap()))
             .await
             .unwrap();
     }

@@ -1,5 +1,5 @@
 use crate::helpers::{Options, TestApp, count_of};
-use ade_common::amqp::{JobKind, JobMessage, Publisher, Topology};
+use ade_common::events::StreamRef;
 use serde_json::json;
 use std::collections::HashSet;
 
@@ -53,18 +53,10 @@ async fn duplicate_and_poison_messages_are_harmless() {
     let id = run["id"].as_str().unwrap();
     app.wait_for_run(id).await;
 
-    let publisher = Publisher::new(
-        std::env::var("ADE_AMQP_URL")
-            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
-        "test",
-        Topology::new(app.prefix.clone()),
-    );
+    let publisher = app.job_publisher().await;
     let run_id: uuid::Uuid = id.parse().unwrap();
     publisher
-        .publish_job(JobMessage {
-            kind: JobKind::Run,
-            id: run_id,
-        })
+        .publish_job(StreamRef::Run(run_id))
         .await
         .unwrap();
     publisher

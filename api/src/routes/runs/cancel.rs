@@ -11,9 +11,7 @@ use super::resource::RunResource;
 use crate::error::ApiError;
 use crate::routes::{json, with};
 use crate::state::AppState;
-use ade_common::events::{NewEvent, Source, append_run_events};
-use ade_common::reaper::completed_payload;
-use time::OffsetDateTime;
+use ade_common::lifecycle::runs::{Cancel, cancel as cancel_run};
 use uuid::Uuid;
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -31,64 +29,27 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 }
 
 async fn cancel(id: Uuid, state: AppState) -> Result<Response, ApiError> {
-    let mut db = state.db().await?;
-    let tx = db.transaction().await?;
-    let row = tx
-        .query_opt(
-            "SELECT status, started_at FROM runs WHERE id = $1 FOR UPDATE",
-            &[&id],
-        )
-        .await?
-        .ok_or(ApiError::NotFound("run"))?;
-    let status: String = row.get(0);
-    let mut written = Vec::new();
-    match status.as_str() {
-        "succeeded" | "failed" | "cancelled" => {
+    let outcome = cancel_run(&mut state.db().await?, id).await?;
+    match outcome {
+        Cancel::NotFound => return Err(ApiError::NotFound("run")),
+        Cancel::AlreadyTerminal(status) => {
             return Err(ApiError::Conflict {
                 code: "run_already_terminal",
                 detail: format!("the run already ended ({status})"),
             });
         }
-        "queued" => {
-            let completed_at: OffsetDateTime = tx
-                .query_one(
-                    "UPDATE runs SET status = 'cancelled', cancel_requested_at = now(), completed_at = now(),
-                                     lease_expires_at = NULL
-                     WHERE id = $1 RETURNING completed_at",
-                    &[&id],
-                )
-                .await?
-                .get(0);
-            let payload = completed_payload("cancelled", None, None, row.get(1), completed_at);
-            written = append_run_events(
-                &tx,
-                id,
-                &[NewEvent::new("run.completed", Source::Api, payload)],
-            )
-            .await?;
+        Cancel::Cancelled(events) => state.events.publish(events),
+        Cancel::Requested => {
+            let body = serde_json::json!({ "cancel": id }).to_string();
+            let exchange = state.publisher.topology().control_exchange();
+            if let Err(e) = state
+                .publisher
+                .publish(&exchange, "", body.as_bytes())
+                .await
+            {
+                tracing::warn!(run.id = %id, error = %e, "cancel not broadcast; workers will see the flag in the database");
+            }
         }
-        _ => {
-            tx.execute(
-                "UPDATE runs SET cancel_requested_at = coalesce(cancel_requested_at, now()) WHERE id = $1",
-                &[&id],
-            )
-            .await?;
-        }
-    }
-    tx.commit().await?;
-    drop(db);
-    if written.is_empty() {
-        let body = serde_json::json!({ "cancel": id }).to_string();
-        let exchange = state.publisher.topology().control_exchange();
-        if let Err(e) = state
-            .publisher
-            .publish(&exchange, "", body.as_bytes())
-            .await
-        {
-            tracing::warn!(run.id = %id, error = %e, "cancel not broadcast; workers will see the flag in the database");
-        }
-    } else {
-        state.events.publish(written);
     }
     let run: RunResource = super::find(&state, id).await?;
     Ok(json(StatusCode::ACCEPTED, &run))

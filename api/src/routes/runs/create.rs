@@ -1,18 +1,21 @@
 //! `POST /configs/{id}/runs` (and its alias `/configurations/{id}/runs`).
 //!
 //! The run and its `run.queued` event are committed in one transaction before
-//! anything is published; only then is the job offered to RabbitMQ. If the
-//! broker is down the run is still accepted, and the redispatcher offers it
-//! again once the broker is back.
+//! anything is published; only then is the job handed to the dispatcher,
+//! which publishes it in the background: no request waits for the broker. If
+//! the broker is down the run is still accepted, and the redispatcher offers
+//! it again once the broker is back.
 
 use super::resource::{COLUMNS, RunResource};
 use crate::error::{ApiError, FieldError};
-use crate::routes::streams::{Followed, Format, follow};
+use crate::routes::streams::{Format, follow};
 use crate::routes::{created, json, json_body, parse_json, with};
 use crate::state::AppState;
-use ade_common::builds::{Reason, Resolved, Target, resolve};
-use ade_common::events::{NewEvent, Source, append_run_events, build_events_page};
+use ade_common::events::{EventKind, NewEvent, Source, StreamRef};
 use ade_common::ids::Digest;
+use ade_common::lifecycle::builds::{Reason, Resolved, Target, resolve};
+use ade_common::lifecycle::queue;
+use ade_common::lifecycle::runs::{NewRun, create as create_run};
 use ade_common::runs::RunOptions;
 use bytes::Bytes;
 use deadpool_postgres::Transaction;
@@ -70,7 +73,7 @@ async fn create(
         if req.stream {
             return Ok(follow(
                 state,
-                Followed::Run(existing.id()),
+                StreamRef::Run(existing.id()),
                 0,
                 Format::from_headers(&headers),
             ));
@@ -81,33 +84,31 @@ async fn create(
     let build = choose_build(&tx, &state, &target, req.options.force_rebuild).await?;
     let run_id = ade_common::ids::new_id();
     let options = serde_json::to_value(&req.options).expect("options serialize");
-    let row = tx
-        .query_one(
-            &format!(
-                "INSERT INTO runs (id, workspace_id, configuration_id, build_id, status, options, idempotency_key, request_digest)
-                 VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7) RETURNING {COLUMNS}"
-            ),
-            &[&run_id, &target.workspace_id, &config_id, &build.id(), &options, &key, &digest.as_str()],
-        )
-        .await?;
     let queued = serde_json::json!({ "options": options });
-    let mut events = vec![NewEvent::new("run.queued", Source::Api, queued)];
-    if let Resolved::Created { id } = build {
+    let mut events = vec![NewEvent::new(EventKind::RunQueued, Source::Api, queued)];
+    if let Resolved::Created { id, created } = &build {
         // The build's own stream has its build.created; the run's stream shows it too.
-        let created = build_events_page(&tx, id, 0, 1).await?;
-        let mut event = NewEvent::new("build.created", Source::Api, created[0].payload.clone());
-        event.build_id = Some(id);
-        events.push(event);
+        let event = NewEvent::new(EventKind::BuildCreated, Source::Api, created.clone());
+        events.push(event.with_build(*id));
     }
-    let written = append_run_events(&tx, run_id, &events).await?;
+    let run = NewRun {
+        id: run_id,
+        workspace_id: target.workspace_id,
+        configuration_id: config_id,
+        build_id: build.id(),
+        options: &options,
+        idempotency_key: key.as_deref(),
+        request_digest: digest.as_str(),
+    };
+    let (row, written) = create_run(&tx, &run, &events, COLUMNS).await?;
     tx.commit().await?;
     drop(db);
     state.events.publish(written);
-    crate::dispatch::offer_run(&state, run_id).await;
+    state.dispatcher.offer(StreamRef::Run(run_id));
     if req.stream {
         let mut res = follow(
             state,
-            Followed::Run(run_id),
+            StreamRef::Run(run_id),
             0,
             Format::from_headers(&headers),
         );
@@ -177,14 +178,7 @@ async fn check_preconditions(
     if found != options.document_ids.len() as i64 {
         return Err(ApiError::NotFound("document"));
     }
-    let queued: i64 = tx
-        .query_one(
-            "SELECT count(*) FROM runs WHERE status IN ('queued', 'waiting_for_build')",
-            &[],
-        )
-        .await?
-        .get(0);
-    if queued >= state.settings.max_queued_runs {
+    if queue::is_full(tx, state.settings.max_queued_runs).await? {
         return Err(ApiError::QueueFull);
     }
     Ok(Target {

@@ -2,10 +2,9 @@
 
 use crate::error::ApiError;
 use crate::routes::event_pages::{EventsQuery, events};
-use crate::routes::streams::Followed;
 use crate::routes::with;
 use crate::state::AppState;
-use ade_common::events::{Envelope, MAX_PAGE, run_events_page};
+use ade_common::events::{Envelope, MAX_PAGE, StreamRef};
 use uuid::Uuid;
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -37,7 +36,7 @@ async fn page(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     super::find(&state, id).await?;
-    events(state, Followed::Run(id), q, &headers).await
+    events(state, StreamRef::Run(id), q, &headers).await
 }
 
 /// Streams every event as NDJSON, a page at a time, so a long log never sits in memory.
@@ -48,7 +47,7 @@ async fn logfile(id: Uuid, state: AppState) -> Result<Response, ApiError> {
         let mut after = 0;
         loop {
             let page = match state.db().await {
-                Ok(db) => run_events_page(&db, id, after, MAX_PAGE)
+                Ok(db) => ade_common::events::page(&db, StreamRef::Run(id), after, MAX_PAGE)
                     .await
                     .map_err(std::io::Error::other),
                 Err(e) => Err(std::io::Error::other(e.to_string())),

@@ -10,6 +10,7 @@ use super::{PageQuery, json, page, with};
 use crate::error::ApiError;
 use crate::state::AppState;
 use resource::{COLUMNS, RunResource};
+use ade_common::status::RunStatus;
 use serde::Deserialize;
 use uuid::Uuid;
 use warp::Filter;
@@ -73,15 +74,12 @@ async fn list(ws: Uuid, state: AppState, q: ListQuery) -> Result<Response, ApiEr
         cursor: q.cursor,
     }
     .limit()?;
-    if let Some(s) = &q.status
-        && !ade_common::runs::RUN_STATUSES.contains(&s.as_str())
-    {
-        return Err(ApiError::field(
-            "invalid_query",
-            "status",
-            format!("unknown status {s:?}"),
-        ));
-    }
+    let status = q
+        .status
+        .as_deref()
+        .map(str::parse::<RunStatus>)
+        .transpose()
+        .map_err(|e| ApiError::field("invalid_query", "status", e.to_string()))?;
     let rows = state
         .db()
         .await?
@@ -95,7 +93,7 @@ async fn list(ws: Uuid, state: AppState, q: ListQuery) -> Result<Response, ApiEr
             ),
             &[
                 &ws,
-                &q.status,
+                &status.map(RunStatus::as_str),
                 &q.configuration_id,
                 &q.cursor.unwrap_or(Uuid::max()),
                 &(limit + 1),

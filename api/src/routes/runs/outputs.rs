@@ -1,9 +1,15 @@
-//! `/runs/{id}/outputs`: the files a run wrote, listed and downloaded.
+//! `/runs/{id}/outputs`: the files a run's completing attempt wrote.
+//!
+//! The list is what the worker recorded in the completing transaction (only
+//! regular files); a download serves only a listed name, from that
+//! attempt's folder, opened without following links and refused unless it
+//! is a regular file (a FIFO or device planted later is never read).
 
 use crate::error::ApiError;
 use crate::routes::{json, with};
 use crate::state::AppState;
-use ade_common::storage::is_safe_file_name;
+use ade_common::runs::OutputFile;
+use ade_common::storage::content_type_for;
 use serde::Serialize;
 use std::path::Path;
 use uuid::Uuid;
@@ -13,16 +19,15 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 #[derive(Serialize)]
-struct OutputFile {
-    name: String,
-    content_type: &'static str,
-    byte_size: u64,
+struct Listed {
+    #[serde(flatten)]
+    file: OutputFile,
     download_url: String,
 }
 
 #[derive(Serialize)]
 struct Outputs {
-    files: Vec<OutputFile>,
+    files: Vec<Listed>,
 }
 
 /// List and download.
@@ -41,58 +46,51 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// The run's recorded outputs and the attempt that wrote them; 404 if no run.
+async fn recorded(state: &AppState, id: Uuid) -> Result<(Option<i32>, Vec<OutputFile>), ApiError> {
+    let row = state
+        .db()
+        .await?
+        .query_opt(
+            "SELECT output_attempt, outputs FROM runs WHERE id = $1",
+            &[&id],
+        )
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
+    let files = serde_json::from_value(row.get(1)).unwrap_or_default();
+    Ok((row.get(0), files))
+}
+
 async fn list(id: Uuid, state: AppState) -> Result<Response, ApiError> {
-    super::find(&state, id).await?;
-    let mut files = Vec::new();
-    let dir = state.data_dir.run_outputs(id);
-    let mut entries = match tokio::fs::read_dir(&dir).await {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(json(StatusCode::OK, &Outputs { files }));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    while let Some(entry) = entries.next_entry().await? {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let meta = entry.metadata().await?;
-        if !meta.is_file() || !is_safe_file_name(&name) {
-            continue;
-        }
-        files.push(OutputFile {
-            download_url: format!("/api/v1/runs/{id}/outputs/{}", encode_segment(&name)),
-            content_type: content_type_for(&name),
-            byte_size: meta.len(),
-            name,
-        });
-    }
-    files.sort_by(|a, b| a.name.cmp(&b.name));
+    let (_, files) = recorded(&state, id).await?;
+    let files = files
+        .into_iter()
+        .map(|file| Listed {
+            download_url: format!("/api/v1/runs/{id}/outputs/{}", encode_segment(&file.name)),
+            file,
+        })
+        .collect();
     Ok(json(StatusCode::OK, &Outputs { files }))
 }
 
 async fn download(id: Uuid, name: String, state: AppState) -> Result<Response, ApiError> {
     let name = percent_decode(&name).ok_or(ApiError::NotFound("output"))?;
-    super::find(&state, id).await?;
-    if !is_safe_file_name(&name) {
+    let (attempt, files) = recorded(&state, id).await?;
+    let (Some(attempt), Some(file)) = (attempt, files.iter().find(|f| f.name == name)) else {
         return Err(ApiError::NotFound("output"));
-    }
-    let path = state.data_dir.run_outputs(id).join(&name);
-    file_response(&path, content_type_for(&name), &name).await
+    };
+    let path = state.data_dir.attempt_outputs(id, attempt).join(&file.name);
+    file_response(&path, content_type_for(&file.name), &file.name).await
 }
 
-/// Streams a file as an attachment named `download_name`; 404 `file_not_found` if absent.
+/// Streams a stored file as an attachment named `download_name`; 404
+/// `file_not_found` if it is absent or not a regular file.
 pub async fn file_response(
     path: &Path,
     content_type: &str,
     download_name: &str,
 ) -> Result<Response, ApiError> {
-    let file = match tokio::fs::File::open(path).await {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::NotFound("file"));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let len = file.metadata().await?.len();
+    let (file, len) = open_regular(path).await?;
     let body = warp::reply::stream(tokio_util::io::ReaderStream::new(file));
     let mut res = warp::Reply::into_response(body);
     let headers = res.headers_mut();
@@ -103,6 +101,7 @@ pub async fn file_response(
             .unwrap_or_else(|_| "application/octet-stream".parse().expect("valid")),
     );
     headers.insert("content-length", len.into());
+    headers.insert("x-content-type-options", "nosniff".parse().expect("valid"));
     let ascii: String = download_name
         .chars()
         .map(|c| {
@@ -126,15 +125,28 @@ pub async fn file_response(
     Ok(res)
 }
 
-fn content_type_for(name: &str) -> &'static str {
-    match name.rsplit_once('.').map(|(_, ext)| ext) {
-        Some("csv") => "text/csv",
-        Some("json") => "application/json",
-        Some("ndjson") => "application/x-ndjson",
-        Some("txt" | "log") => "text/plain",
-        Some("xlsx") => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        _ => "application/octet-stream",
+/// Opens `path` without following a final link and without blocking on a
+/// FIFO, and refuses anything but a regular file.
+async fn open_regular(path: &Path) -> Result<(tokio::fs::File, u64), ApiError> {
+    let opened = tokio::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .await;
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound)
+            || e.raw_os_error() == Some(libc::ELOOP) =>
+        {
+            return Err(ApiError::NotFound("file"));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let meta = file.metadata().await?;
+    if !meta.file_type().is_file() {
+        return Err(ApiError::NotFound("file"));
     }
+    Ok((file, meta.len()))
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986).

@@ -1,27 +1,40 @@
-//! RabbitMQ: topology names, declaration, and confirmed publishing.
+//! RabbitMQ: topology names, declaration, connections and publishers.
 //!
 //! Every name carries `ADE_AMQP_PREFIX`, so tests and tenants can share one
 //! broker. A message is only a hint that work may be ready; PostgreSQL decides.
+//! Job queues are quorum queues (replicated; the type a cluster needs) with a
+//! delivery limit, so the broker itself dead-letters a message that keeps
+//! failing consumers. A job message is a [`crate::events::StreamRef`]:
+//! `{"kind": "run" | "build", "id": …}`.
 
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
+mod publisher;
+
+pub use publisher::{EventPublisher, Publisher};
+
+use crate::events::StreamRef;
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
-};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use std::time::Duration;
-use tokio::sync::Mutex;
 use uuid::Uuid;
 
 /// How long connecting or one confirmed publish may take before it counts as failed.
-const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Routing key of run jobs on the jobs exchange.
 pub const RUNS_KEY: &str = "runs";
 /// Routing key of build jobs on the jobs exchange.
 pub const BUILDS_KEY: &str = "builds";
+/// Deliveries of one job message before the broker dead-letters it.
+pub const DELIVERY_LIMIT: i64 = 10;
+
+/// The routing key of a job.
+pub fn job_key(job: StreamRef) -> &'static str {
+    match job {
+        StreamRef::Run(_) => RUNS_KEY,
+        StreamRef::Build(_) => BUILDS_KEY,
+    }
+}
 
 /// Exchange and queue names under one prefix.
 #[derive(Debug, Clone)]
@@ -70,26 +83,6 @@ impl Topology {
     }
 }
 
-/// A job on the jobs exchange: "this run (or build) may be ready".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JobMessage {
-    /// What kind of job.
-    pub kind: JobKind,
-    /// The run or build id.
-    pub id: Uuid,
-}
-
-/// The kinds of job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobKind {
-    /// A run in `<prefix>.runs`.
-    Run,
-    /// A build in `<prefix>.builds`.
-    Build,
-}
-
 /// Broker failures, as callers need to tell them apart.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -102,6 +95,9 @@ pub enum BrokerError {
     /// The broker refused the message (nack).
     #[error("broker refused the message")]
     Nacked,
+    /// Not connected right now; a reconnect is under way in the background.
+    #[error("not connected to the broker; reconnecting")]
+    NotConnected,
 }
 
 /// Opens a connection named `name` (shown in the management UI).
@@ -155,6 +151,14 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), lapin
         )
         .await?;
     let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(DELIVERY_LIMIT),
+    );
     args.insert(
         "x-dead-letter-exchange".into(),
         AMQPValue::LongString(LongString::from(dead.as_str())),
@@ -225,139 +229,3 @@ pub async fn subscribe_fanout(
         .await
 }
 
-/// Publishes with confirms over one lazily (re)opened connection.
-///
-/// The connection is opened on first use and dropped on any failure, so the
-/// next publish reconnects; callers own retrying (PostgreSQL keeps the work).
-pub struct Publisher {
-    url: String,
-    name: String,
-    topology: Topology,
-    state: Mutex<Option<(Connection, Channel)>>,
-}
-
-impl Publisher {
-    /// A publisher that has not connected yet.
-    pub fn new(url: impl Into<String>, name: impl Into<String>, topology: Topology) -> Self {
-        Self {
-            url: url.into(),
-            name: name.into(),
-            topology,
-            state: Mutex::new(None),
-        }
-    }
-
-    /// The topology this publisher declares and publishes into.
-    pub fn topology(&self) -> &Topology {
-        &self.topology
-    }
-
-    /// Publishes a job persistently and waits for the broker's confirm.
-    pub async fn publish_job(&self, job: JobMessage) -> Result<(), BrokerError> {
-        let key = match job.kind {
-            JobKind::Run => RUNS_KEY,
-            JobKind::Build => BUILDS_KEY,
-        };
-        let body = serde_json::to_vec(&job).expect("a job always serializes");
-        self.publish(&self.topology.jobs_exchange(), key, &body)
-            .await
-    }
-
-    /// Publishes one persistent message and waits for its confirm.
-    pub async fn publish(&self, exchange: &str, key: &str, body: &[u8]) -> Result<(), BrokerError> {
-        let channel = self.channel().await?;
-        let result = tokio::time::timeout(BROKER_TIMEOUT, async {
-            let props = BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type("application/json".into());
-            channel
-                .basic_publish(
-                    exchange.into(),
-                    key.into(),
-                    BasicPublishOptions::default(),
-                    body,
-                    props,
-                )
-                .await?
-                .await
-        })
-        .await;
-        match result {
-            Ok(Ok(Confirmation::Ack(_))) => Ok(()),
-            Ok(Ok(_)) => Err(BrokerError::Nacked),
-            Ok(Err(e)) => {
-                self.reset().await;
-                Err(e.into())
-            }
-            Err(_) => {
-                self.reset().await;
-                Err(BrokerError::Timeout)
-            }
-        }
-    }
-
-    /// Connects if needed; `Ok` when the broker is reachable.
-    pub async fn check(&self) -> Result<(), BrokerError> {
-        self.channel().await.map(|_| ())
-    }
-
-    async fn channel(&self) -> Result<Channel, BrokerError> {
-        let mut state = self.state.lock().await;
-        if let Some((conn, channel)) = state.as_ref()
-            && conn.status().connected()
-            && channel.status().connected()
-        {
-            return Ok(channel.clone());
-        }
-        let conn = connect(&self.url, &self.name).await?;
-        let channel = conn.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        declare(&channel, &self.topology).await?;
-        *state = Some((conn, channel.clone()));
-        Ok(channel)
-    }
-
-    async fn reset(&self) {
-        if let Some((conn, _)) = self.state.lock().await.take() {
-            let _ = conn.close(320, "reconnecting".into()).await;
-        }
-    }
-}
-
-/// Publishes persisted events to the `<prefix>.events` fanout, off the hot path.
-///
-/// Writers hand over each committed batch without waiting; one background
-/// task publishes them in order over its own connection. When the broker is
-/// away or the queue is full, batches are dropped: events are already in
-/// PostgreSQL, and followers catch up from there.
-#[derive(Clone)]
-pub struct EventPublisher {
-    tx: tokio::sync::mpsc::Sender<Vec<crate::events::Envelope>>,
-}
-
-impl EventPublisher {
-    /// Starts the publishing task.
-    pub fn spawn(url: impl Into<String>, name: impl Into<String>, topology: Topology) -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<crate::events::Envelope>>(1024);
-        let publisher = Publisher::new(url, name, topology);
-        tokio::spawn(async move {
-            let exchange = publisher.topology().events_exchange();
-            while let Some(batch) = rx.recv().await {
-                let body = serde_json::to_vec(&batch).expect("envelopes serialize");
-                if let Err(e) = publisher.publish(&exchange, "", &body).await {
-                    tracing::debug!(error = %e, events = batch.len(), "events not published; followers read them from the database");
-                }
-            }
-        });
-        Self { tx }
-    }
-
-    /// Queues a committed batch for publishing; never waits.
-    pub fn publish(&self, batch: Vec<crate::events::Envelope>) {
-        if !batch.is_empty() {
-            let _ = self.tx.try_send(batch);
-        }
-    }
-}

@@ -1,0 +1,128 @@
+//! The queue as PostgreSQL sees it: what waits, what was never offered to
+//! the broker, and the marks that say a job was offered.
+//!
+//! A job message is only a hint; `dispatched_at` records that the broker
+//! confirmed one. A queued run or on-demand build without it (broker down,
+//! crash between commit and publish, a hand-back) is offered again by the
+//! redispatcher after a grace period.
+
+use crate::events::StreamRef;
+use deadpool_postgres::GenericClient;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Queued jobs older than `grace` that the broker never confirmed.
+pub async fn undispatched(
+    db: &impl GenericClient,
+    grace: Duration,
+) -> Result<Vec<StreamRef>, tokio_postgres::Error> {
+    let rows = db
+        .query(
+            "(SELECT true, id, created_at FROM builds
+               WHERE status = 'queued' AND dispatched_at IS NULL AND reason = 'on_demand'
+                 AND created_at < now() - make_interval(secs => $1)
+               ORDER BY created_at LIMIT 100)
+             UNION ALL
+             (SELECT false, id, created_at FROM runs
+               WHERE status = 'queued' AND dispatched_at IS NULL
+                 AND created_at < now() - make_interval(secs => $1)
+               ORDER BY created_at LIMIT 500)",
+            &[&grace.as_secs_f64()],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let id: Uuid = r.get(1);
+            if r.get::<_, bool>(0) {
+                StreamRef::Build(id)
+            } else {
+                StreamRef::Run(id)
+            }
+        })
+        .collect())
+}
+
+/// Records that the broker confirmed these jobs (still queued ones only).
+pub async fn mark_dispatched(
+    db: &impl GenericClient,
+    jobs: &[StreamRef],
+) -> Result<(), tokio_postgres::Error> {
+    let ids = |build: bool| -> Vec<Uuid> {
+        jobs.iter()
+            .filter(|j| matches!(j, StreamRef::Build(_)) == build)
+            .map(|j| j.id())
+            .collect()
+    };
+    let (runs, builds) = (ids(false), ids(true));
+    if !runs.is_empty() {
+        db.execute(
+            "UPDATE runs SET dispatched_at = now() WHERE id = ANY($1) AND status = 'queued'",
+            &[&runs],
+        )
+        .await?;
+    }
+    if !builds.is_empty() {
+        db.execute(
+            "UPDATE builds SET dispatched_at = now() WHERE id = ANY($1) AND status = 'queued'",
+            &[&builds],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// True when at least `max` runs wait (queued or for their build). Reads at
+/// most `max` entries of a partial index, so it stays cheap while the queue
+/// is short, which is when it is asked most.
+pub async fn is_full(db: &impl GenericClient, max: i64) -> Result<bool, tokio_postgres::Error> {
+    let row = db
+        .query_one(
+            "SELECT count(*) >= $1 FROM (SELECT 1 FROM runs
+               WHERE status IN ('queued', 'waiting_for_build') LIMIT $1) waiting",
+            &[&max],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// How much work waits and runs (the autoscaling signals).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Counts {
+    /// Runs waiting for a worker.
+    pub queued_runs: i64,
+    /// Claimed runs waiting for their build.
+    pub waiting_for_build_runs: i64,
+    /// Runs being executed.
+    pub running_runs: i64,
+    /// Builds waiting for a builder.
+    pub queued_builds: i64,
+    /// Builds in progress.
+    pub building_builds: i64,
+    /// Age of the oldest queued run.
+    pub oldest_queued_run_age_seconds: Option<f64>,
+}
+
+/// Counts the open runs and builds.
+pub async fn counts(db: &impl GenericClient) -> Result<Counts, tokio_postgres::Error> {
+    let row = db
+        .query_one(
+            "SELECT
+               (SELECT count(*) FROM runs WHERE status = 'queued'),
+               (SELECT count(*) FROM runs WHERE status = 'waiting_for_build'),
+               (SELECT count(*) FROM runs WHERE status = 'running'),
+               (SELECT count(*) FROM builds WHERE status = 'queued'),
+               (SELECT count(*) FROM builds WHERE status = 'building'),
+               (SELECT extract(epoch FROM now() - min(created_at))::float8 FROM runs WHERE status = 'queued')",
+            &[],
+        )
+        .await?;
+    Ok(Counts {
+        queued_runs: row.get(0),
+        waiting_for_build_runs: row.get(1),
+        running_runs: row.get(2),
+        queued_builds: row.get(3),
+        building_builds: row.get(4),
+        oldest_queued_run_age_seconds: row.get(5),
+    })
+}

@@ -1,0 +1,119 @@
+//! The reaper: runs whose lease expired lost their worker.
+//!
+//! Such a run is requeued as a new attempt (with a `run.retry` event), or,
+//! once `ADE_MAX_ATTEMPTS` attempts are used up, failed with code
+//! `worker_lost`; a run whose cancel was pending ends `cancelled`. Rows are
+//! taken with `FOR UPDATE SKIP LOCKED`, so any number of API and worker
+//! processes can reap at once without treating a run twice; the worker that
+//! lost the run finds its fence broken (its claim's attempt and incarnation
+//! no longer match) and writes nothing more. Builds whose builder
+//! incarnation stopped heartbeating go back to `queued`.
+
+use super::fence::Fence;
+use super::runs::{Completion, end_unclaimed};
+use crate::events::{Envelope, EventKind, NewEvent, Origin, Source, StreamRef, append};
+use crate::runs::Failure;
+use deadpool_postgres::{Pool, Transaction};
+use serde_json::json;
+use uuid::Uuid;
+
+/// How long a builder may go without a heartbeat before its build is requeued.
+const BUILDER_SILENCE_SECONDS: f64 = 30.0;
+
+/// What one pass did.
+#[derive(Debug, Default)]
+pub struct Reaped {
+    /// Runs put back in the queue; offer them to the broker.
+    pub requeued: Vec<Uuid>,
+    /// Runs failed with `worker_lost`.
+    pub failed: usize,
+    /// Builds put back in the queue.
+    pub builds_requeued: u64,
+    /// Events written, for publishing.
+    pub events: Vec<Envelope>,
+}
+
+/// Reaps up to 100 runs with expired leases, and requeues builds whose builder is gone.
+pub async fn reap(pool: &Pool, max_attempts: u32) -> anyhow::Result<Reaped> {
+    let mut db = pool.get().await?;
+    let tx = db.transaction().await?;
+    let rows = tx
+        .query(
+            "SELECT id, attempt, coalesce(worker_id, ''), cancel_requested_at IS NOT NULL,
+                    workspace_id, configuration_id, build_id FROM runs
+             WHERE status IN ('running', 'waiting_for_build') AND lease_expires_at < now()
+             ORDER BY lease_expires_at LIMIT 100
+             FOR UPDATE SKIP LOCKED",
+            &[],
+        )
+        .await?;
+    let mut reaped = Reaped::default();
+    for row in rows {
+        let (id, attempt, worker, cancel): (Uuid, i32, String, bool) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        let expired = "status IN ('running', 'waiting_for_build')";
+        let events = if cancel {
+            // Cancelled while its worker was lost: it ends here, not in the queue.
+            end_unclaimed(&tx, id, expired, &Completion::cancelled(), Source::Worker).await?
+        } else if attempt < max_attempts as i32 {
+            let origin = Origin {
+                stream: StreamRef::Run(id),
+                workspace_id: row.get(4),
+                configuration_id: row.get(5),
+                build_id: row.get(6),
+                attempt: Some(attempt),
+            };
+            reaped.requeued.push(id);
+            Some(requeue(&tx, &origin, &worker).await?)
+        } else {
+            reaped.failed += 1;
+            let message =
+                format!("the run's worker was lost on attempt {attempt} of {max_attempts}");
+            let lost = Completion::failed(None, Failure::new("worker", "worker_lost", message));
+            end_unclaimed(&tx, id, expired, &lost, Source::Worker).await?
+        };
+        reaped.events.extend(events.unwrap_or_default());
+    }
+    reaped.builds_requeued = requeue_orphaned_builds(&tx).await?;
+    tx.commit().await?;
+    Ok(reaped)
+}
+
+/// `running | waiting_for_build → queued` as a new attempt, with `run.retry`.
+async fn requeue(
+    tx: &Transaction<'_>,
+    origin: &Origin,
+    worker: &str,
+) -> Result<Vec<Envelope>, tokio_postgres::Error> {
+    let id = origin.stream.id();
+    tx.execute(
+        "UPDATE runs SET status = 'queued', attempt = attempt + 1, worker_id = NULL,
+                         worker_incarnation = NULL, lease_expires_at = NULL, started_at = NULL,
+                         dispatched_at = NULL
+         WHERE id = $1",
+        &[&id],
+    )
+    .await?;
+    let attempt = origin.attempt.unwrap_or(1);
+    let payload = json!({
+        "reason": format!("worker {worker} stopped renewing its lease"),
+        "next_attempt": attempt + 1,
+    });
+    let retry = NewEvent::new(EventKind::RunRetry, Source::Worker, payload);
+    Ok(append(tx, origin, &Fence::Unfenced, &[retry]).await?.written())
+}
+
+/// Builds whose builder incarnation stopped heartbeating go back to
+/// `queued` (and are offered again by the redispatcher).
+async fn requeue_orphaned_builds(tx: &Transaction<'_>) -> Result<u64, tokio_postgres::Error> {
+    tx.execute(
+        "UPDATE builds b SET status = 'queued', builder_id = NULL, builder_incarnation = NULL,
+                             started_at = NULL, dispatched_at = NULL
+         WHERE b.status = 'building' AND b.started_at < now() - make_interval(secs => $1)
+           AND NOT EXISTS (SELECT 1 FROM workers w
+                           WHERE w.incarnation = b.builder_incarnation
+                             AND w.heartbeat_at > now() - make_interval(secs => $1))",
+        &[&BUILDER_SILENCE_SECONDS],
+    )
+    .await
+}
