@@ -18,6 +18,13 @@ ALTER TABLE build_events ADD COLUMN event_uuid uuid;
 CREATE UNIQUE INDEX run_events_by_uuid ON run_events (event_uuid);
 CREATE UNIQUE INDEX build_events_by_uuid ON build_events (event_uuid);
 
+-- Each time a run or build enters `queued` it starts a new dispatch epoch;
+-- a broker confirm marks `dispatched_at` only for the epoch it was offered
+-- in, so a late mark from an earlier episode cannot hide a run that was
+-- handed back or requeued since.
+ALTER TABLE runs ADD COLUMN dispatch_epoch integer NOT NULL DEFAULT 0;
+ALTER TABLE builds ADD COLUMN dispatch_epoch integer NOT NULL DEFAULT 0;
+
 -- Cheap checks on the hot paths: the queue-size limit at run creation, and a
 -- worker's lease renewal and cancel poll over the runs it holds.
 CREATE INDEX runs_open ON runs (created_at) WHERE status IN ('queued', 'waiting_for_build');

@@ -8,7 +8,6 @@
 
 use crate::state::AppState;
 use ade_common::dispatch::{GRACE, redispatch};
-use ade_common::events::StreamRef;
 use tokio_util::sync::CancellationToken;
 
 /// Reaps and redispatches every [`GRACE`] until `stop`.
@@ -22,8 +21,8 @@ pub async fn redispatch_loop(state: AppState, stop: CancellationToken) {
         match ade_common::lifecycle::reaper::reap(&state.pool, state.settings.common.max_attempts).await {
             Ok(reaped) => {
                 state.events.publish(reaped.events);
-                for id in reaped.requeued {
-                    state.dispatcher.offer(StreamRef::Run(id));
+                for job in reaped.requeued {
+                    state.dispatcher.offer(job);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "reaping failed"),

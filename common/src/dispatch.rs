@@ -10,8 +10,7 @@
 //! compare-and-set in PostgreSQL.
 
 use crate::amqp::{Publisher, job_key};
-use crate::events::StreamRef;
-use crate::lifecycle::queue;
+use crate::lifecycle::queue::{self, Job};
 use deadpool_postgres::Pool;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -26,7 +25,7 @@ const MAX_BATCH: usize = 256;
 /// Queues jobs for publishing; cheap to clone.
 #[derive(Clone)]
 pub struct Dispatcher {
-    tx: mpsc::Sender<StreamRef>,
+    tx: mpsc::Sender<Job>,
 }
 
 impl Dispatcher {
@@ -38,14 +37,14 @@ impl Dispatcher {
     }
 
     /// Offers a committed job; never waits (a full queue leaves it to the redispatcher).
-    pub fn offer(&self, job: StreamRef) {
+    pub fn offer(&self, job: Job) {
         if self.tx.try_send(job).is_err() {
             tracing::debug!(?job, "dispatch queue full; the redispatcher will offer it");
         }
     }
 }
 
-async fn publish_loop(publisher: Publisher, pool: Pool, mut rx: mpsc::Receiver<StreamRef>) {
+async fn publish_loop(publisher: Publisher, pool: Pool, mut rx: mpsc::Receiver<Job>) {
     let exchange = publisher.topology().jobs_exchange();
     // Connect before the first job arrives, not when it does.
     publisher.check(CONNECT_PATIENCE).await;
@@ -56,12 +55,12 @@ async fn publish_loop(publisher: Publisher, pool: Pool, mut rx: mpsc::Receiver<S
         let messages: Vec<(&str, Vec<u8>)> = batch
             .iter()
             .map(|job| {
-                let body = serde_json::to_vec(job).expect("a job always serializes");
-                (job_key(*job), body)
+                let body = serde_json::to_vec(&job.stream).expect("a job always serializes");
+                (job_key(job.stream), body)
             })
             .collect();
         let confirmed = publisher.publish_all(&exchange, &messages).await;
-        let done: Vec<StreamRef> = batch
+        let done: Vec<Job> = batch
             .iter()
             .zip(&confirmed)
             .filter_map(|(job, ok)| ok.then_some(*job))
@@ -82,7 +81,7 @@ async fn publish_loop(publisher: Publisher, pool: Pool, mut rx: mpsc::Receiver<S
     }
 }
 
-async fn mark(pool: &Pool, jobs: &[StreamRef]) -> anyhow::Result<()> {
+async fn mark(pool: &Pool, jobs: &[Job]) -> anyhow::Result<()> {
     let db = pool.get().await?;
     queue::mark_dispatched(&db, jobs).await?;
     Ok(())

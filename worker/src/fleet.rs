@@ -6,7 +6,6 @@
 //! also runs the reaper; `SKIP LOCKED` lets them all do so at once.
 
 use crate::Context;
-use ade_common::events::StreamRef;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -78,9 +77,9 @@ pub async fn reap_loop(ctx: Context, shutdown: CancellationToken) {
         match ade_common::lifecycle::reaper::reap(&ctx.pool, ctx.max_attempts).await {
             Ok(reaped) => {
                 ctx.events.publish(reaped.events);
-                for id in reaped.requeued {
-                    tracing::info!(run.id = %id, "requeued a run whose worker was lost");
-                    ctx.dispatcher.offer(StreamRef::Run(id));
+                for job in reaped.requeued {
+                    tracing::info!(run.id = %job.stream.id(), "requeued a run whose worker was lost");
+                    ctx.dispatcher.offer(job);
                 }
                 if reaped.failed > 0 {
                     tracing::warn!(

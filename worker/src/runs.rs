@@ -14,7 +14,6 @@ use crate::Context;
 use crate::engine::Execution;
 use crate::stop::Reason;
 use ade_common::db::retry_transient;
-use ade_common::events::StreamRef;
 use ade_common::lifecycle::runs::{self, HandBack};
 use ade_common::lifecycle::{Claim, Claimed, Completion};
 use ade_common::runs::Failure;
@@ -148,9 +147,9 @@ async fn hand_back(ctx: &Context, claim: &Claim) -> anyhow::Result<Outcome> {
     })
     .await?;
     Ok(match handed {
-        HandBack::Queued(events) => {
+        HandBack::Queued(events, job) => {
             ctx.events.publish(events);
-            ctx.dispatcher.offer(StreamRef::Run(claim.run_id));
+            ctx.dispatcher.offer(job);
             Outcome::HandedBack
         }
         HandBack::Cancelled(events) => {

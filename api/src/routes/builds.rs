@@ -11,6 +11,7 @@ use crate::routes::streams::{Format, follow};
 use crate::state::AppState;
 use ade_common::events::StreamRef;
 use ade_common::lifecycle::builds::{Reason, Resolved, Target, resolve};
+use ade_common::lifecycle::queue::Job;
 use ade_common::status::BuildStatus;
 use ade_common::time_fmt::serde_ts;
 use bytes::Bytes;
@@ -160,7 +161,7 @@ async fn create(
     let build = find(&state, resolved.id()).await?;
     match resolved {
         Resolved::Created { id, .. } => {
-            state.dispatcher.offer(StreamRef::Build(id));
+            state.dispatcher.offer(Job::created(StreamRef::Build(id)));
             if req.stream {
                 return Ok(follow(
                     state,

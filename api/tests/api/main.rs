@@ -8,6 +8,7 @@ mod infra;
 mod builds;
 mod configurations;
 mod documents;
+mod lifecycle;
 mod reliability;
 mod runs;
 mod streams;

@@ -189,7 +189,7 @@ pub async fn release(
     let n = db
         .execute(
             "UPDATE builds SET status = 'queued', builder_id = NULL, builder_incarnation = NULL,
-                               started_at = NULL, dispatched_at = NULL
+                               started_at = NULL, dispatched_at = NULL, dispatch_epoch = dispatch_epoch + 1
              WHERE id = $1 AND builder_incarnation = $2 AND status = 'building'",
             &[&build_id, &incarnation],
         )

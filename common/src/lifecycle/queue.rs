@@ -11,19 +11,36 @@ use deadpool_postgres::GenericClient;
 use std::time::Duration;
 use uuid::Uuid;
 
+/// A job to offer: which run or build, and which of its queued episodes
+/// (its dispatch epoch; every return to `queued` starts a new one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Job {
+    /// The run or build.
+    pub stream: StreamRef,
+    /// The episode offered.
+    pub epoch: i32,
+}
+
+impl Job {
+    /// The first episode of a job that was just created.
+    pub fn created(stream: StreamRef) -> Self {
+        Self { stream, epoch: 0 }
+    }
+}
+
 /// Queued jobs older than `grace` that the broker never confirmed.
 pub async fn undispatched(
     db: &impl GenericClient,
     grace: Duration,
-) -> Result<Vec<StreamRef>, tokio_postgres::Error> {
+) -> Result<Vec<Job>, tokio_postgres::Error> {
     let rows = db
         .query(
-            "(SELECT true, id, created_at FROM builds
+            "(SELECT true, id, dispatch_epoch, created_at FROM builds
                WHERE status = 'queued' AND dispatched_at IS NULL AND reason = 'on_demand'
                  AND created_at < now() - make_interval(secs => $1)
                ORDER BY created_at LIMIT 100)
              UNION ALL
-             (SELECT false, id, created_at FROM runs
+             (SELECT false, id, dispatch_epoch, created_at FROM runs
                WHERE status = 'queued' AND dispatched_at IS NULL
                  AND created_at < now() - make_interval(secs => $1)
                ORDER BY created_at LIMIT 500)",
@@ -34,40 +51,40 @@ pub async fn undispatched(
         .iter()
         .map(|r| {
             let id: Uuid = r.get(1);
-            if r.get::<_, bool>(0) {
+            let stream = if r.get::<_, bool>(0) {
                 StreamRef::Build(id)
             } else {
                 StreamRef::Run(id)
+            };
+            Job {
+                stream,
+                epoch: r.get(2),
             }
         })
         .collect())
 }
 
-/// Records that the broker confirmed these jobs (still queued ones only).
+/// Records that the broker confirmed these jobs, for the episodes offered
+/// (a job queued again since keeps waiting for its own confirm).
 pub async fn mark_dispatched(
     db: &impl GenericClient,
-    jobs: &[StreamRef],
+    jobs: &[Job],
 ) -> Result<(), tokio_postgres::Error> {
-    let ids = |build: bool| -> Vec<Uuid> {
-        jobs.iter()
-            .filter(|j| matches!(j, StreamRef::Build(_)) == build)
-            .map(|j| j.id())
-            .collect()
-    };
-    let (runs, builds) = (ids(false), ids(true));
-    if !runs.is_empty() {
-        db.execute(
-            "UPDATE runs SET dispatched_at = now() WHERE id = ANY($1) AND status = 'queued'",
-            &[&runs],
-        )
-        .await?;
-    }
-    if !builds.is_empty() {
-        db.execute(
-            "UPDATE builds SET dispatched_at = now() WHERE id = ANY($1) AND status = 'queued'",
-            &[&builds],
-        )
-        .await?;
+    for (table, build) in [("runs", false), ("builds", true)] {
+        let (ids, epochs): (Vec<Uuid>, Vec<i32>) = jobs
+            .iter()
+            .filter(|j| matches!(j.stream, StreamRef::Build(_)) == build)
+            .map(|j| (j.stream.id(), j.epoch))
+            .unzip();
+        if ids.is_empty() {
+            continue;
+        }
+        let sql = format!(
+            "UPDATE {table} t SET dispatched_at = now()
+             FROM UNNEST($1::uuid[], $2::int[]) AS j(id, epoch)
+             WHERE t.id = j.id AND t.dispatch_epoch = j.epoch AND t.status = 'queued'"
+        );
+        db.execute(sql.as_str(), &[&ids, &epochs]).await?;
     }
     Ok(())
 }

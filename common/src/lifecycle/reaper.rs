@@ -6,10 +6,11 @@
 //! taken with `FOR UPDATE SKIP LOCKED`, so any number of API and worker
 //! processes can reap at once without treating a run twice; the worker that
 //! lost the run finds its fence broken (its claim's attempt and incarnation
-//! no longer match) and writes nothing more. Builds whose builder
-//! incarnation stopped heartbeating go back to `queued`.
+//! no longer match) and writes nothing more. Builds go back to `queued`
+//! when their builder incarnation lost a run's lease or stopped heartbeating.
 
 use super::fence::Fence;
+use super::queue::Job;
 use super::runs::{Completion, end_unclaimed};
 use crate::events::{Envelope, EventKind, NewEvent, Origin, Source, StreamRef, append};
 use crate::runs::Failure;
@@ -24,7 +25,7 @@ const BUILDER_SILENCE_SECONDS: f64 = 30.0;
 #[derive(Debug, Default)]
 pub struct Reaped {
     /// Runs put back in the queue; offer them to the broker.
-    pub requeued: Vec<Uuid>,
+    pub requeued: Vec<Job>,
     /// Runs failed with `worker_lost`.
     pub failed: usize,
     /// Builds put back in the queue.
@@ -40,7 +41,7 @@ pub async fn reap(pool: &Pool, max_attempts: u32) -> anyhow::Result<Reaped> {
     let rows = tx
         .query(
             "SELECT id, attempt, coalesce(worker_id, ''), cancel_requested_at IS NOT NULL,
-                    workspace_id, configuration_id, build_id FROM runs
+                    workspace_id, configuration_id, build_id, worker_incarnation FROM runs
              WHERE status IN ('running', 'waiting_for_build') AND lease_expires_at < now()
              ORDER BY lease_expires_at LIMIT 100
              FOR UPDATE SKIP LOCKED",
@@ -48,6 +49,7 @@ pub async fn reap(pool: &Pool, max_attempts: u32) -> anyhow::Result<Reaped> {
         )
         .await?;
     let mut reaped = Reaped::default();
+    let lost: Vec<Uuid> = rows.iter().filter_map(|r| r.get(7)).collect();
     for row in rows {
         let (id, attempt, worker, cancel): (Uuid, i32, String, bool) =
             (row.get(0), row.get(1), row.get(2), row.get(3));
@@ -63,8 +65,9 @@ pub async fn reap(pool: &Pool, max_attempts: u32) -> anyhow::Result<Reaped> {
                 build_id: row.get(6),
                 attempt: Some(attempt),
             };
-            reaped.requeued.push(id);
-            Some(requeue(&tx, &origin, &worker).await?)
+            let (events, job) = requeue(&tx, &origin, &worker).await?;
+            reaped.requeued.push(job);
+            Some(events)
         } else {
             reaped.failed += 1;
             let message =
@@ -74,7 +77,8 @@ pub async fn reap(pool: &Pool, max_attempts: u32) -> anyhow::Result<Reaped> {
         };
         reaped.events.extend(events.unwrap_or_default());
     }
-    reaped.builds_requeued = requeue_orphaned_builds(&tx).await?;
+    reaped.builds_requeued = requeue_builds_of(&tx, &lost).await?;
+    reaped.builds_requeued += requeue_orphaned_builds(&tx).await?;
     tx.commit().await?;
     Ok(reaped)
 }
@@ -84,23 +88,45 @@ async fn requeue(
     tx: &Transaction<'_>,
     origin: &Origin,
     worker: &str,
-) -> Result<Vec<Envelope>, tokio_postgres::Error> {
+) -> Result<(Vec<Envelope>, Job), tokio_postgres::Error> {
     let id = origin.stream.id();
-    tx.execute(
-        "UPDATE runs SET status = 'queued', attempt = attempt + 1, worker_id = NULL,
-                         worker_incarnation = NULL, lease_expires_at = NULL, started_at = NULL,
-                         dispatched_at = NULL
-         WHERE id = $1",
-        &[&id],
-    )
-    .await?;
+    let epoch: i32 = tx
+        .query_one(
+            "UPDATE runs SET status = 'queued', attempt = attempt + 1, worker_id = NULL,
+                             worker_incarnation = NULL, lease_expires_at = NULL, started_at = NULL,
+                             dispatched_at = NULL, dispatch_epoch = dispatch_epoch + 1
+             WHERE id = $1 RETURNING dispatch_epoch",
+            &[&id],
+        )
+        .await?
+        .get(0);
     let attempt = origin.attempt.unwrap_or(1);
     let payload = json!({
         "reason": format!("worker {worker} stopped renewing its lease"),
         "next_attempt": attempt + 1,
     });
     let retry = NewEvent::new(EventKind::RunRetry, Source::Worker, payload);
-    Ok(append(tx, origin, &Fence::Unfenced, &[retry]).await?.written())
+    let events = append(tx, origin, &Fence::Unfenced, &[retry]).await?.written();
+    Ok((events, Job { stream: origin.stream, epoch }))
+}
+
+/// Builds whose builder is an incarnation that just lost a run's lease (it
+/// stopped renewing for a whole lease, so it is dead or fenced) go back to
+/// `queued` at once.
+async fn requeue_builds_of(
+    tx: &Transaction<'_>,
+    incarnations: &[Uuid],
+) -> Result<u64, tokio_postgres::Error> {
+    if incarnations.is_empty() {
+        return Ok(0);
+    }
+    tx.execute(
+        "UPDATE builds SET status = 'queued', builder_id = NULL, builder_incarnation = NULL,
+                           started_at = NULL, dispatched_at = NULL, dispatch_epoch = dispatch_epoch + 1
+         WHERE status = 'building' AND builder_incarnation = ANY($1)",
+        &[&incarnations],
+    )
+    .await
 }
 
 /// Builds whose builder incarnation stopped heartbeating go back to
@@ -108,7 +134,7 @@ async fn requeue(
 async fn requeue_orphaned_builds(tx: &Transaction<'_>) -> Result<u64, tokio_postgres::Error> {
     tx.execute(
         "UPDATE builds b SET status = 'queued', builder_id = NULL, builder_incarnation = NULL,
-                             started_at = NULL, dispatched_at = NULL
+                             started_at = NULL, dispatched_at = NULL, dispatch_epoch = dispatch_epoch + 1
          WHERE b.status = 'building' AND b.started_at < now() - make_interval(secs => $1)
            AND NOT EXISTS (SELECT 1 FROM workers w
                            WHERE w.incarnation = b.builder_incarnation

@@ -7,6 +7,7 @@
 
 use super::claim::Claim;
 use super::fence::Fence;
+use super::queue::Job;
 use crate::events::{Envelope, EventKind, NewEvent, Origin, Source, StreamRef, append};
 use crate::runs::{Failure, OutputFile};
 use crate::status::RunStatus;
@@ -182,8 +183,8 @@ pub async fn complete(
 /// What a hand-back did.
 #[derive(Debug)]
 pub enum HandBack {
-    /// Back in the queue with the same attempt (publish the job again).
-    Queued(Vec<Envelope>),
+    /// Back in the queue with the same attempt (offer this job again).
+    Queued(Vec<Envelope>, Job),
     /// A cancel was pending: the run ended `cancelled` instead.
     Cancelled(Vec<Envelope>),
     /// The claim no longer held; nothing was written.
@@ -199,22 +200,28 @@ pub async fn hand_back(
     reason: &str,
 ) -> Result<HandBack, tokio_postgres::Error> {
     let tx = db.transaction().await?;
-    let n = tx
-        .execute(
+    let row = tx
+        .query_opt(
             "UPDATE runs SET status = 'queued', worker_id = NULL, worker_incarnation = NULL,
-                             lease_expires_at = NULL, started_at = NULL, dispatched_at = NULL
+                             lease_expires_at = NULL, started_at = NULL, dispatched_at = NULL,
+                             dispatch_epoch = dispatch_epoch + 1
              WHERE id = $1 AND worker_incarnation = $2 AND attempt = $3
-               AND status IN ('running', 'waiting_for_build') AND cancel_requested_at IS NULL",
+               AND status IN ('running', 'waiting_for_build') AND cancel_requested_at IS NULL
+             RETURNING dispatch_epoch",
             &[&claim.run_id, &claim.incarnation, &claim.attempt],
         )
         .await?;
-    if n == 0 {
+    let Some(row) = row else {
         drop(tx);
         return Ok(match complete(db, claim, &[], &Completion::cancelled()).await? {
             Some(events) => HandBack::Cancelled(events),
             None => HandBack::Lost,
         });
-    }
+    };
+    let job = Job {
+        stream: StreamRef::Run(claim.run_id),
+        epoch: row.get(0),
+    };
     let retry = NewEvent::new(
         EventKind::RunRetry,
         Source::Worker,
@@ -222,7 +229,7 @@ pub async fn hand_back(
     );
     let written = append(&tx, &claim.origin(), &Fence::Unfenced, &[retry]).await?;
     tx.commit().await?;
-    Ok(HandBack::Queued(written.written()))
+    Ok(HandBack::Queued(written.written(), job))
 }
 
 /// What a cancel request did.

@@ -14,7 +14,7 @@ use crate::state::AppState;
 use ade_common::events::{EventKind, NewEvent, Source, StreamRef};
 use ade_common::ids::Digest;
 use ade_common::lifecycle::builds::{Reason, Resolved, Target, resolve};
-use ade_common::lifecycle::queue;
+use ade_common::lifecycle::queue::{self, Job};
 use ade_common::lifecycle::runs::{NewRun, create as create_run};
 use ade_common::runs::RunOptions;
 use bytes::Bytes;
@@ -104,7 +104,7 @@ async fn create(
     tx.commit().await?;
     drop(db);
     state.events.publish(written);
-    state.dispatcher.offer(StreamRef::Run(run_id));
+    state.dispatcher.offer(Job::created(StreamRef::Run(run_id)));
     if req.stream {
         let mut res = follow(
             state,
