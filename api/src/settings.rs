@@ -42,6 +42,10 @@ pub struct ApiSettings {
     /// Largest accepted document upload, in bytes.
     #[arg(long, env = "ADE_MAX_UPLOAD_BYTES", default_value_t = 100 * 1024 * 1024)]
     pub max_upload_bytes: u64,
+    /// A follower with no live event for this long reads the database anyway
+    /// (the last resort against a lost broker message), in seconds.
+    #[arg(long, env = "ADE_STREAM_QUIET_CHECK_SECONDS", default_value_t = 10)]
+    pub stream_quiet_check_seconds: u64,
 }
 
 impl ApiSettings {
@@ -53,6 +57,7 @@ impl ApiSettings {
             safe_mode: false,
             max_queued_runs: 10_000,
             max_upload_bytes: 100 * 1024 * 1024,
+            stream_quiet_check_seconds: 10,
         }
     }
 }

@@ -26,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// The worker's settings for uv that builds keep (the cache, package
-/// indexes, proxies); nothing else of the worker's environment reaches a build.
+/// indexes, TLS roots, proxies); nothing else of the worker's environment
+/// reaches a build.
 pub const UV_PASSED_THROUGH: &[&str] = &[
     "UV_CACHE_DIR",
     "UV_INDEX_URL",
@@ -36,6 +37,8 @@ pub const UV_PASSED_THROUGH: &[&str] = &[
     "UV_FIND_LINKS",
     "UV_OFFLINE",
     "UV_NATIVE_TLS",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
     "HTTP_PROXY",
     "HTTPS_PROXY",
     "NO_PROXY",

@@ -23,8 +23,6 @@ use warp::reply::Response;
 
 /// SSE keep-alive comment interval.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// A follower with no live event for this long checks the database anyway.
-const QUIET_CHECK: Duration = Duration::from_secs(10);
 /// Most live events written to a client at once.
 const MAX_COALESCED: usize = 512;
 /// Reconnect delay suggested to SSE clients.
@@ -159,6 +157,7 @@ impl Follower {
             return;
         }
         let shutdown = self.state.shutdown.clone();
+        let quiet_check = Duration::from_secs(self.state.settings.stream_quiet_check_seconds);
         let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
         keep_alive.reset();
         loop {
@@ -181,7 +180,7 @@ impl Follower {
                     Err(broadcast::error::RecvError::Closed) => Flow::Done,
                 },
                 _ = resyncs.changed() => self.catch_up().await,
-                _ = tokio::time::sleep(QUIET_CHECK) => self.catch_up().await,
+                _ = tokio::time::sleep(quiet_check) => self.catch_up().await,
                 _ = keep_alive.tick(), if self.format == Format::Sse => self.write(Bytes::from_static(b": keep-alive\n\n")).await,
             };
             if let Flow::Done = flow {

@@ -13,18 +13,52 @@ pub fn zip_of(entries: &[(&str, &str)]) -> Vec<u8> {
     zip.finish().unwrap().into_inner()
 }
 
+/// Where the starter template's files are.
+pub fn template_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/templates/config")
+}
+
+/// Every file of the starter template: `(relative path, contents)`.
+pub fn template_files() -> Vec<(String, String)> {
+    fn walk(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == "__pycache__" {
+                continue;
+            }
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                out.push((rel, std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&template_dir(), &template_dir(), &mut files);
+    files.sort();
+    files
+}
+
+/// The template's files with some replaced or added, zipped in a top folder.
+pub fn package_of(changes: &[(&str, &str)]) -> Vec<u8> {
+    let mut files = template_files();
+    for (path, contents) in changes {
+        files.retain(|(p, _)| p != path);
+        files.push(((*path).to_owned(), (*contents).to_owned()));
+    }
+    let entries: Vec<(String, &str)> = files
+        .iter()
+        .map(|(p, c)| (format!("my-config/{p}"), c.as_str()))
+        .collect();
+    let borrowed: Vec<(&str, &str)> = entries.iter().map(|(p, c)| (p.as_str(), *c)).collect();
+    zip_of(&borrowed)
+}
+
 /// The template's files with `columns.py` replaced.
 pub fn config_package(columns_py: &str) -> Vec<u8> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/templates/config");
-    let pyproject = std::fs::read_to_string(root.join("pyproject.toml")).unwrap();
-    let init = std::fs::read_to_string(root.join("src/ade_config/__init__.py")).unwrap();
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    zip_of(&[
-        ("my-config/pyproject.toml", &pyproject),
-        ("my-config/README.md", &readme),
-        ("my-config/src/ade_config/__init__.py", &init),
-        ("my-config/src/ade_config/columns.py", columns_py),
-    ])
+    package_of(&[("src/ade_config/columns.py", columns_py)])
 }
 
 #[tokio::test]

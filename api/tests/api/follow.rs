@@ -64,3 +64,35 @@ fn parse_sse(body: &str) -> Vec<Value> {
     }
     events
 }
+
+/// A follower that reads an NDJSON stream as it arrives.
+pub struct LiveFollower {
+    /// The highest sequence received so far.
+    pub last: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// Every event, once the stream has ended.
+    pub events: tokio::task::JoinHandle<Vec<Value>>,
+}
+
+/// Follows the NDJSON stream at `url`, exposing progress while it runs.
+pub fn follow_live(url: String) -> LiveFollower {
+    use futures_util::StreamExt as _;
+    let last = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let seen = last.clone();
+    let events = tokio::spawn(async move {
+        let res = reqwest::Client::new().get(&url).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let mut body = res.bytes_stream();
+        let (mut buf, mut events) = (Vec::new(), Vec::new());
+        while let Some(chunk) = body.next().await {
+            buf.extend_from_slice(&chunk.unwrap());
+            while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=end).collect();
+                let event: Value = serde_json::from_slice(&line).unwrap();
+                seen.store(event["sequence"].as_i64().unwrap(), std::sync::atomic::Ordering::SeqCst);
+                events.push(event);
+            }
+        }
+        events
+    });
+    LiveFollower { last, events }
+}

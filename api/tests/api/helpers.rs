@@ -63,6 +63,8 @@ pub struct Options {
     pub safe_mode: bool,
     /// The first API's broker URL (default: the real broker).
     pub amqp_url: Option<String>,
+    /// Changes to the first API's settings.
+    pub tune_api: Option<fn(&mut ApiSettings)>,
 }
 
 impl TestApp {
@@ -92,6 +94,9 @@ impl TestApp {
         settings.safe_mode = options.safe_mode;
         if let Some(url) = options.amqp_url {
             settings.common.amqp_url = url;
+        }
+        if let Some(tune) = options.tune_api {
+            tune(&mut settings);
         }
         let app = ade_api::Application::build(settings)
             .await
@@ -172,6 +177,13 @@ impl TestApp {
 
     /// Closes every broker connection of this test (API and workers), as a broker restart would.
     pub fn close_broker_connections(&self) -> usize {
+        self.close_broker_connections_where(|_| true)
+    }
+
+    /// Closes this test's broker connections whose name (after `<prefix>:`)
+    /// satisfies `pick`, e.g. a worker's (its id first) or the API's events
+    /// consumer (`api:<instance>:events`).
+    pub fn close_broker_connections_where(&self, pick: impl Fn(&str) -> bool) -> usize {
         let out = std::process::Command::new("rabbitmqctl")
             .args([
                 "list_connections",
@@ -185,7 +197,14 @@ impl TestApp {
         let listing = String::from_utf8_lossy(&out.stdout).into_owned();
         let ours = format!("{{\"connection_name\",\"{}:", self.prefix);
         let mut closed = 0;
-        for line in listing.lines().filter(|l| l.contains(&ours)) {
+        for line in listing.lines() {
+            let Some((_, rest)) = line.split_once(&ours) else {
+                continue;
+            };
+            let name = rest.split('"').next().unwrap_or_default();
+            if !pick(name) {
+                continue;
+            }
             let pid = line.split('\t').next().unwrap();
             let status = std::process::Command::new("rabbitmqctl")
                 .args(["close_connection", pid, "test: simulated broker failure"])
@@ -241,15 +260,23 @@ impl TestApp {
         pid
     }
 
-    /// Waits for a worker process started by [`Self::worker_process`] to exit; returns its exit code.
-    pub fn wait_process(&mut self, pid: u32) -> Option<i32> {
+    /// Waits (without blocking the runtime) for a worker process started by
+    /// [`Self::worker_process`] to exit; returns its exit code.
+    pub async fn wait_process(&mut self, pid: u32) -> Option<i32> {
         let i = self
             .processes
             .iter()
             .position(|c| c.id() == pid)
             .expect("a process of this test");
         let mut child = self.processes.remove(i);
-        child.wait().unwrap().code()
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(start.elapsed() < DEADLINE, "worker process {pid} did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Stops every worker (each finishes its in-flight runs first).

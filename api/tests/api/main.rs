@@ -1,6 +1,7 @@
 //! Black-box tests of the API and workers against real PostgreSQL and
 //! RabbitMQ. One binary (faster to link); one module per area.
 
+mod fixtures;
 mod follow;
 mod helpers;
 mod infra;
@@ -8,6 +9,7 @@ mod infra;
 mod builds;
 mod configurations;
 mod documents;
+mod fencing;
 mod lifecycle;
 mod reliability;
 mod runs;

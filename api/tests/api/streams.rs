@@ -1,4 +1,3 @@
-use crate::configurations::config_package;
 use crate::helpers::{Options, TestApp, assert_problem, follow_url};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -6,12 +5,9 @@ use serde_json::{Value, json};
 /// The template configuration, plus `lines` lines printed during each run
 /// (`delay_s` apart), so runs produce many console events.
 pub fn chatty_package(lines: usize, delay_s: f64) -> Vec<u8> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/templates/config");
-    let columns = std::fs::read_to_string(root.join("src/ade_config/columns.py")).unwrap();
-    let extra = format!(
-        "\nimport os as _os, time as _time\nif _os.environ.get('ADE_EVENTS_FD'):\n    for _i in range({lines}):\n        print(f'line {{_i}}', flush=True)\n        if {delay_s}:\n            _time.sleep({delay_s})\n"
-    );
-    config_package(&(columns + &extra))
+    crate::fixtures::run_code_package(&format!(
+        "import time\nfor i in range({lines}):\n    print(f'line {{i}}', flush=True)\n    if {delay_s}:\n        time.sleep({delay_s})"
+    ))
 }
 
 pub async fn chatty_setup(app: &TestApp, lines: usize, delay_s: f64) -> (String, String) {
@@ -223,5 +219,74 @@ async fn following_an_unknown_run_or_build_is_404() {
         .get(&format!("/api/v1/builds/{unknown}/events?stream=true"))
         .await;
     assert_problem(res, StatusCode::NOT_FOUND, "build_not_found").await;
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn followers_catch_up_on_events_missed_while_the_api_reconnects() {
+    use ade_common::events::{EventKind, NewEvent, Source, append};
+    use ade_common::lifecycle::Fence;
+    // The quiet check is an hour here: only the resync after a reconnect can help.
+    let app = TestApp::with(crate::helpers::Options {
+        workers: 1,
+        tune_api: Some(|s| s.stream_quiet_check_seconds = 3600),
+        ..Default::default()
+    })
+    .await;
+    let (config, doc) = app
+        .package_setup(crate::fixtures::run_code_package(
+            "print('working', flush=True)\nimport time\ntime.sleep(600)",
+        ))
+        .await;
+    let run = app.submit(&config, json!({"document_ids": [doc]})).await;
+    let id = run["id"].as_str().unwrap().to_owned();
+    let followers: Vec<_> = (0..3)
+        .map(|_| crate::follow::follow_live(app.url(&format!("/api/v1/runs/{id}/events?stream=true"))))
+        .collect();
+    let caught_up = async |last: i64| {
+        for f in &followers {
+            let start = std::time::Instant::now();
+            while f.last.load(std::sync::atomic::Ordering::SeqCst) < last {
+                assert!(start.elapsed() < crate::helpers::DEADLINE, "a follower stayed behind {last}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let until_working = std::time::Instant::now();
+    while !app.all_events(&id).await.iter().any(|e| e["payload"]["message"] == "working") {
+        assert!(until_working.elapsed() < crate::helpers::DEADLINE);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    caught_up(app.all_events(&id).await.last().unwrap()["sequence"].as_i64().unwrap()).await;
+
+    // An event committed but never delivered live (published while this API
+    // had no queue on the events exchange), then the API reconnects.
+    let pool = ade_common::db::pool(&app.db_url, 1).unwrap();
+    let stored = app.all_events(&id).await;
+    let last = &stored[stored.len() - 1];
+    let origin = ade_common::events::Origin {
+        stream: ade_common::events::StreamRef::Run(id.parse().unwrap()),
+        workspace_id: last["workspace_id"].as_str().unwrap().parse().unwrap(),
+        configuration_id: last["configuration_id"].as_str().unwrap().parse().unwrap(),
+        build_id: None,
+        attempt: Some(1),
+    };
+    let missed = NewEvent::new(EventKind::ConsoleLine, Source::Worker, json!({"message": "missed"}));
+    let written = append(&pool.get().await.unwrap(), &origin, &Fence::Unfenced, &[missed])
+        .await
+        .unwrap()
+        .written();
+    let api_events = |n: &str| n.starts_with("api:") && n.ends_with(":events");
+    assert_eq!(app.close_broker_connections_where(api_events), 1);
+    caught_up(written[0].sequence).await;
+    assert_eq!(app.run(&id).await["status"], "running", "caught up before the run ended");
+
+    let res = app.post_json(&format!("/api/v1/runs/{id}/cancel"), &json!({})).await;
+    crate::helpers::ok_json(res, reqwest::StatusCode::ACCEPTED).await;
+    app.wait_for_run(&id).await;
+    let log = logfile(&app, &id).await;
+    for f in followers {
+        assert_eq!(f.events.await.unwrap(), log);
+    }
     app.finish().await;
 }
