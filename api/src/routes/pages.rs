@@ -10,10 +10,10 @@
 
 use crate::error::ApiError;
 use uuid::Uuid;
-use warp::{Filter, Reply};
 use warp::filters::BoxedFilter;
 use warp::http::HeaderValue;
 use warp::reply::Response;
+use warp::{Filter, Reply};
 
 /// The Content-Security-Policy of every page and asset.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \

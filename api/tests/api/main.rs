@@ -1,13 +1,16 @@
 //! Black-box tests of the API and workers against real PostgreSQL and
 //! RabbitMQ. One binary (faster to link); one module per area.
 
+mod chromium;
 mod follow;
 mod helpers;
 mod infra;
+mod proxy;
 
 mod builds;
 mod configurations;
 mod documents;
+mod pages;
 mod reliability;
 mod runs;
 mod streams;
