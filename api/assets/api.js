@@ -61,6 +61,23 @@ export async function download(path, name) {
   setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }
 
+/**
+ * Calls `call` again after a dropped connection or a transient API error
+ * (429, 5xx), backing off, up to `attempts` times; other errors throw at once.
+ */
+export async function withRetries(call, attempts = 6) {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await call();
+    } catch (error) {
+      const transient = !(error instanceof ApiError) || error.transient;
+      if (!transient || attempt >= attempts) throw error;
+      const retryAfter = error instanceof ApiError ? error.retryAfter * 1000 : 0;
+      await sleep(Math.max(retryAfter, Math.min(500 * 2 ** attempt, 15_000)));
+    }
+  }
+}
+
 /** Resolves after `ms` milliseconds. */
 export function sleep(ms) {
   return new Promise(resolve => setTimeout(resolve, ms));

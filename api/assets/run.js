@@ -1,7 +1,7 @@
 // The run page: the run's status and facts, its console lines as they arrive
 // (build lines marked), its progress, validation results and outputs.
 
-import { apiJson, ApiError, download } from './api.js';
+import { apiJson, ApiError, download, withRetries } from './api.js';
 import { bytes, duration, el, isTerminal, setStatus, showMessage, when } from './dom.js';
 import { forgetKey, takeKeyFromFragment, wireForgetButton, withKey } from './key.js';
 import { RunFollower } from './stream.js';
@@ -64,7 +64,7 @@ async function refreshRun() {
   try {
     do {
       refreshAgain = false;
-      showRun(await apiJson(`/api/v1/runs/${runId}`));
+      showRun(await withRetries(() => apiJson(`/api/v1/runs/${runId}`)));
     } while (refreshAgain);
   } catch (error) {
     showError(error);
@@ -123,6 +123,7 @@ function showConnection(state, detail) {
     return;
   }
   badge.textContent = CONNECTION[state](detail);
+  if (state === 'live') showMessage('');
 }
 
 /** What each event type does to the page; a returned node goes to the console. */
@@ -263,7 +264,7 @@ function completed(event) {
 
 async function loadOutputs() {
   try {
-    const { files } = await apiJson(`/api/v1/runs/${runId}/outputs`);
+    const { files } = await withRetries(() => apiJson(`/api/v1/runs/${runId}/outputs`));
     $('outputs-note').textContent = files.length ? '' : 'This run wrote no output files.';
     $('outputs-note').hidden = files.length > 0;
     $('outputs').replaceChildren(...files.map(outputRow));

@@ -107,6 +107,18 @@ impl Browser {
 
     /// Sends a command (to a tab's session, or to the browser) and waits for its result.
     pub async fn call(&self, session: Option<&str>, method: &str, params: Value) -> Value {
+        self.try_call(session, method, params)
+            .await
+            .unwrap_or_else(|e| panic!("{method} failed: {e}"))
+    }
+
+    /// As [`Self::call`], with Chromium's refusal as an error (e.g. a page navigating away).
+    async fn try_call(
+        &self,
+        session: Option<&str>,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut message = json!({"id": id, "method": method, "params": params});
         if let Some(session) = session {
@@ -118,8 +130,7 @@ impl Browser {
             .send(message.to_string())
             .expect("the DevTools connection is open");
         match tokio::time::timeout(DEADLINE, rx).await {
-            Ok(Ok(Ok(result))) => result,
-            Ok(Ok(Err(error))) => panic!("{method} failed: {error}"),
+            Ok(Ok(reply)) => reply,
             Ok(Err(_)) => panic!("{method}: the DevTools connection closed"),
             Err(_) => panic!("{method}: no reply from Chromium"),
         }
@@ -352,12 +363,12 @@ impl Page<'_> {
     async fn try_eval(&self, expression: &str) -> Result<Value, String> {
         let result = self
             .browser
-            .call(
+            .try_call(
                 Some(&self.session),
                 "Runtime.evaluate",
                 json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
             )
-            .await;
+            .await?;
         match result.get("exceptionDetails") {
             Some(details) => Err(details["exception"]["description"]
                 .as_str()
@@ -366,8 +377,8 @@ impl Page<'_> {
         }
     }
 
-    /// Evaluates `expression` until it is truthy (an exception counts as not
-    /// yet: the page may still be loading); panics with `what` and the page's
+    /// Evaluates `expression` until it is truthy (an exception or a refusal
+    /// counts as not yet: the page may be navigating or loading); panics with `what` and the page's
     /// reports when it is not by the deadline.
     pub async fn wait_for(&self, what: &str, expression: &str) -> Value {
         let start = Instant::now();
