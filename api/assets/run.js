@@ -191,7 +191,20 @@ function appendRows(rows) {
     $('console-note').hidden = false;
     $('console-note').textContent = `${view.trimmed} older lines are not shown; the event log has every line.`;
   }
-  if ($('autoscroll').checked) box.scrollTop = box.scrollHeight;
+  scrollToEnd();
+}
+
+let scrollPending = false;
+
+/** Scrolls the console to its end once per frame: layout of a long console is the costly part. */
+function scrollToEnd() {
+  if (scrollPending || !$('autoscroll').checked) return;
+  scrollPending = true;
+  requestAnimationFrame(() => {
+    scrollPending = false;
+    const box = $('console');
+    box.scrollTop = box.scrollHeight;
+  });
 }
 
 // ---- progress and validation ------------------------------------------------
