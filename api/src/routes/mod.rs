@@ -12,6 +12,7 @@ pub mod event_pages;
 pub mod health;
 pub mod multipart;
 pub mod operations;
+pub mod pages;
 pub mod runs;
 pub mod streams;
 pub mod workspaces;
@@ -47,6 +48,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify();
     health::routes(state.clone())
         .or(operations::metrics_route(state))
+        .unify()
+        .or(pages::routes())
         .unify()
         .or(api.and(v1))
         .unify()
