@@ -149,3 +149,29 @@ impl Drop for Registration {
         self.running.lock().remove(&self.key);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registration_removes_only_its_own_attempt() {
+        let running = Running::default();
+        let run = Uuid::now_v7();
+        let (_first_stop, first) = running.register((run, 1), Instant::now());
+        let (second_stop, _second) = running.register((run, 2), Instant::now());
+        drop(first);
+        assert_eq!(running.held().len(), 1, "the later claim is still registered");
+        assert!(running.stop(run, Reason::Cancelled));
+        assert_eq!(second_stop.reason(), Some(Reason::Cancelled));
+    }
+
+    #[test]
+    fn the_first_reason_wins() {
+        let stop = Stop::default();
+        stop.stop(Reason::HandBack);
+        stop.stop(Reason::Cancelled);
+        assert_eq!(stop.reason(), Some(Reason::HandBack));
+        assert!(stop.token().is_cancelled());
+    }
+}

@@ -357,3 +357,41 @@ async fn an_engine_dies_within_a_second_of_its_worker() {
     assert_eq!(app.wait_for_run(&id).await["status"], "cancelled");
     app.finish().await;
 }
+
+#[tokio::test]
+async fn a_builder_killed_mid_build_is_replaced_and_its_build_finished_by_another() {
+    let mut app = TestApp::with(Options::default()).await;
+    let (config, doc) = app.package_setup(slow_build_package(2.0)).await;
+    let doomed = app.worker_process("doomed", &[("ADE_LEASE_SECONDS", "3")]);
+    let run = app.submit(&config, json!({"document_ids": [doc]})).await;
+    let id = run["id"].as_str().unwrap().to_owned();
+    until("the build's install_config phase", || {
+        has_event(&app, &id, |e| e["type"] == "build.phase.started" && e["payload"]["phase"] == "install_config")
+    })
+    .await;
+    kill(doomed, libc::SIGKILL);
+    app.wait_process(doomed).await;
+    let mut settings = app.worker_settings("heir", None);
+    settings.lease_seconds = 3;
+    app.start_worker_with(settings).await;
+    let run = app.wait_for_run(&id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["attempt"], 2);
+    assert!(run["worker_id"].as_str().unwrap().starts_with("heir"));
+    let build = build_of(&app, &run).await;
+    assert_eq!(build["status"], "ready", "finished by the second builder: {build}");
+    let own = ok_json(
+        app.get(&format!("/api/v1/builds/{}/events?limit=1000", build["id"].as_str().unwrap())).await,
+        StatusCode::OK,
+    )
+    .await;
+    let own = own["items"].as_array().unwrap();
+    assert_eq!(count_of(own, "build.started"), 2, "one start per builder");
+    assert_eq!(count_of(own, "build.completed"), 1);
+    assert_eq!(own.last().unwrap()["type"], "build.completed");
+    assert_gapless(own);
+    let events = app.all_events(&id).await;
+    assert_gapless(&events);
+    assert_eq!(count_of(&events, "run.retry"), 1);
+    app.finish().await;
+}
