@@ -54,6 +54,18 @@ pub enum ApiError {
     /// 429: too many runs are queued.
     #[error("too many queued runs; try again later")]
     QueueFull,
+    /// 401: no key, or an unknown or revoked one.
+    #[error("a valid API key is required: send `Authorization: Bearer <key>`")]
+    Unauthorized,
+    /// 403: the endpoint needs an admin key.
+    #[error("this needs an admin key")]
+    AdminRequired,
+    /// 429: this key made too many requests.
+    #[error("too many requests with this key; retry after {retry_after_s} s")]
+    RateLimited {
+        /// Seconds to wait.
+        retry_after_s: u64,
+    },
     /// 503: a dependency the request needs is down.
     #[error("the service is temporarily unavailable; try again shortly")]
     Unavailable,
@@ -94,7 +106,9 @@ impl ApiError {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::QueueFull => StatusCode::TOO_MANY_REQUESTS,
+            Self::QueueFull | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::AdminRequired => StatusCode::FORBIDDEN,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -109,6 +123,9 @@ impl ApiError {
             Self::TooLarge(_) => "payload_too_large".into(),
             Self::MethodNotAllowed => "method_not_allowed".into(),
             Self::QueueFull => "run_queue_full".into(),
+            Self::Unauthorized => "unauthorized".into(),
+            Self::AdminRequired => "admin_required".into(),
+            Self::RateLimited { .. } => "rate_limited".into(),
             Self::Unavailable => "service_unavailable".into(),
             Self::Internal(_) => "internal_error".into(),
         }
@@ -138,13 +155,22 @@ impl Reply for ApiError {
             Self::Invalid { errors, .. } if !errors.is_empty() => Some(errors.as_slice()),
             _ => None,
         };
+        let errors: Option<Vec<FieldError>> = errors.map(|errors| {
+            errors
+                .iter()
+                .map(|e| FieldError {
+                    field: bounded(&e.field),
+                    message: bounded(&e.message),
+                })
+                .collect()
+        });
         let problem = Problem {
             kind: format!("https://ade.dev/problems/{code}"),
             title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
-            detail: self.to_string(),
+            detail: bounded(&self.to_string()),
             code,
-            errors,
+            errors: errors.as_deref(),
         };
         let body = serde_json::to_vec(&problem).expect("a problem always serializes");
         let mut res = Response::new(body.into());
@@ -154,10 +180,31 @@ impl Reply for ApiError {
             "content-type",
             "application/problem+json".parse().expect("valid header"),
         );
-        if matches!(self, Self::Unavailable | Self::QueueFull) {
-            headers.insert("retry-after", "5".parse().expect("valid header"));
+        match &self {
+            Self::Unavailable | Self::QueueFull => {
+                headers.insert("retry-after", "5".parse().expect("valid header"));
+            }
+            Self::RateLimited { retry_after_s } => {
+                headers.insert("retry-after", (*retry_after_s).into());
+            }
+            Self::Unauthorized => {
+                headers.insert("www-authenticate", "Bearer".parse().expect("valid header"));
+            }
+            _ => {}
         }
         res
+    }
+}
+
+/// Longest text of a problem field: details never echo more than about 200
+/// characters of what a client sent.
+const MAX_PROBLEM_TEXT: usize = 300;
+
+/// `text`, cut at [`MAX_PROBLEM_TEXT`] characters.
+fn bounded(text: &str) -> String {
+    match text.char_indices().nth(MAX_PROBLEM_TEXT) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
     }
 }
 

@@ -1,22 +1,29 @@
 //! The ADE Runs HTTP API.
 //!
 //! - [`settings`]: the typed settings of `ade-api`.
+//! - [`auth`]: the caller of a request (API key → principal and scope).
+//! - [`keys`]: API keys: made, listed, revoked, looked up by hash.
+//! - [`rate_limit`]: a token bucket per key.
 //! - [`routes`]: one module per resource, mirroring the URL tree.
 //! - [`error`]: `ApiError`, the one error type at the HTTP edge (problem+json).
 //! - [`package`]: reading uploaded configuration packages safely.
 //! - [`live`]: this instance's events queue and the hub that feeds followers.
-//! - [`dispatch`]: publishing accepted runs to RabbitMQ, and re-publishing
-//!   those a broker outage left behind.
+//! - [`dispatch`]: the redispatcher and the reaper.
+//! - [`server`]: serving HTTP with header-read and idle timeouts.
 //!
 //! [`Application::build`] binds the listener and returns a handle that knows
 //! its address; [`Application::run_until`] serves until the shutdown future
 //! resolves. Tests build the application on port 0 the same way `main` does.
 
+pub mod auth;
 pub mod dispatch;
 pub mod error;
+pub mod keys;
 pub mod live;
 pub mod package;
+pub mod rate_limit;
 pub mod routes;
+pub mod server;
 pub mod settings;
 pub mod state;
 
@@ -27,6 +34,7 @@ use settings::ApiSettings;
 use state::AppState;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Creates the database if needed and applies migrations.
@@ -34,6 +42,9 @@ pub async fn migrate(settings: &ApiSettings) -> anyhow::Result<()> {
     ade_common::db::create_database_if_missing(&settings.common.database_url).await?;
     ade_common::db::migrate(&settings.common.database_url).await
 }
+
+/// How long open connections may take to finish after shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// A bound, not yet serving API.
 pub struct Application {
@@ -80,6 +91,8 @@ impl Application {
             events,
             instance,
             shutdown: CancellationToken::new(),
+            keys: auth::KeyCache::default(),
+            rate_limiter: rate_limit::RateLimiter::new(settings.rate_limit_per_second),
             data_dir: DataDir::new(&settings.common.data_dir),
             settings,
         }));
@@ -107,16 +120,28 @@ impl Application {
             self.state.instance,
             token.clone(),
         ));
-        tracing::info!(addr = %self.addr(), "serving");
         let stop = token.clone();
-        warp::serve(routes::routes(self.state))
-            .incoming(self.listener)
-            .graceful(async move {
-                shutdown.await;
-                stop.cancel();
-            })
-            .run()
-            .await;
+        tokio::spawn(async move {
+            shutdown.await;
+            stop.cancel();
+        });
+        routes::table::log_mounted();
+        let settings = &self.state.settings;
+        tracing::info!(
+            addr = %self.addr(),
+            safe_mode = settings.safe_mode,
+            metrics_public = settings.metrics_public,
+            rate_limit_per_second = settings.rate_limit_per_second,
+            amqp_prefix = %settings.common.amqp_prefix,
+            database = %ade_common::db::redacted(&settings.common.database_url),
+            "serving"
+        );
+        let limits = server::Limits {
+            header_read: Duration::from_secs(settings.http_header_timeout_seconds),
+            idle: Duration::from_secs(settings.http_idle_timeout_seconds),
+        };
+        let routes = routes::routes(self.state);
+        server::serve(self.listener, routes, limits, token.clone(), SHUTDOWN_GRACE).await;
         token.cancel();
         redispatch.await.context("redispatch task")?;
         live.await.context("live events task")?;

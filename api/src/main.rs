@@ -7,6 +7,7 @@ async fn main() -> anyhow::Result<()> {
     ade_common::telemetry::init(cli.settings.common.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => ade_api::migrate(&cli.settings).await,
+        Command::Keys(command) => ade_api::keys::cli(&cli.settings, command).await,
         Command::Serve => {
             let app = ade_api::Application::build(cli.settings).await?;
             app.run_until(ade_api::shutdown_signal()).await

@@ -1,8 +1,11 @@
 //! Configuration packages: reading uploads safely, and one canonical form.
 //!
 //! An upload (.zip or .tar.gz) is read entirely in memory under limits on its
-//! size, entry count, expanded size and path shape; symlinks, absolute paths
-//! and `..` are refused. What passes is re-packed canonically (sorted entries,
+//! size, entry count (folders included), expanded size and path shape;
+//! symlinks, absolute paths, `..`, duplicate and non-UTF-8 names are
+//! refused. A tar.gz is decompressed through a cap *before* the tar reader
+//! sees it, so metadata the reader buffers whole (PAX and GNU long-name
+//! headers) can never be larger than the cap. What passes is re-packed canonically (sorted entries,
 //! fixed mode and mtime), so the same files always give the same
 //! `content_digest`, whatever archive format or tool produced them.
 
@@ -18,6 +21,8 @@ pub const MAX_ENTRIES: usize = 500;
 pub const MAX_EXPANDED_BYTES: u64 = 20 * 1024 * 1024;
 /// Longest path inside a package.
 pub const MAX_PATH_LEN: usize = 200;
+/// Decompressed bytes a tar.gz may have in all (contents plus headers).
+const MAX_TAR_BYTES: u64 = MAX_EXPANDED_BYTES + (MAX_ENTRIES as u64 + 16) * 2048;
 
 /// Why an upload is not a usable package; each maps to a 422 or 413.
 #[derive(Debug, thiserror::Error)]
@@ -103,13 +108,18 @@ struct Budget {
 }
 
 impl Budget {
-    fn admit(&mut self, declared_size: u64) -> Result<u64, PackageError> {
+    /// Counts one entry of any kind (folders too).
+    fn count(&mut self) -> Result<(), PackageError> {
         self.entries += 1;
         if self.entries > MAX_ENTRIES {
             return Err(PackageError::TooLarge(format!(
-                "at most {MAX_ENTRIES} files"
+                "at most {MAX_ENTRIES} entries, folders included"
             )));
         }
+        Ok(())
+    }
+
+    fn admit(&mut self, declared_size: u64) -> Result<u64, PackageError> {
         let left = MAX_EXPANDED_BYTES - self.bytes;
         if declared_size > left {
             return Err(too_large_expanded());
@@ -142,36 +152,52 @@ fn read_zip(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, PackageError> {
     let mut budget = Budget::default();
     let mut files = BTreeMap::new();
     for i in 0..zip.len() {
+        budget.count()?;
         let file = zip.by_index(i).map_err(corrupt)?;
         let name = file.name().map_err(corrupt)?.into_owned();
         if file.is_dir() || is_ignored(&name) {
             continue;
         }
         if file.is_symlink() {
-            return Err(PackageError::UnsafeEntry(name, "symlinks are not allowed"));
+            return Err(PackageError::UnsafeEntry(shown(&name), "symlinks are not allowed"));
         }
         let path = checked_path(&name)?;
         let left = budget.admit(file.size())?;
-        files.insert(path, budget.read(file, left)?);
+        let data = budget.read(file, left)?;
+        insert_once(&mut files, path, data)?;
     }
     Ok(files)
 }
 
 fn read_tar_gz(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, PackageError> {
-    let corrupt = |e: std::io::Error| PackageError::Corrupt(e.to_string());
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    let corrupt = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::FileTooLarge => too_large_expanded(),
+        _ => PackageError::Corrupt(e.to_string()),
+    };
+    let capped = Capped {
+        inner: flate2::read::GzDecoder::new(bytes),
+        left: MAX_TAR_BYTES,
+    };
+    let mut tar = tar::Archive::new(capped);
     let mut budget = Budget::default();
     let mut files = BTreeMap::new();
     for entry in tar.entries().map_err(corrupt)? {
         let entry = entry.map_err(corrupt)?;
-        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        budget.count()?;
+        let name = match std::str::from_utf8(&entry.path_bytes()) {
+            Ok(name) => name.to_owned(),
+            Err(_) => {
+                let lossy = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+                return Err(PackageError::UnsafeEntry(shown(&lossy), "names must be UTF-8"));
+            }
+        };
         match entry.header().entry_type() {
             tar::EntryType::Directory => continue,
             tar::EntryType::Regular | tar::EntryType::Continuous => {}
             // pax/GNU metadata entries are consumed by the tar reader itself.
             _ => {
                 return Err(PackageError::UnsafeEntry(
-                    name,
+                    shown(&name),
                     "only regular files and folders are allowed",
                 ));
             }
@@ -181,9 +207,47 @@ fn read_tar_gz(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, PackageError> 
         }
         let path = checked_path(&name)?;
         let left = budget.admit(entry.header().size().unwrap_or(0))?;
-        files.insert(path, budget.read(entry, left)?);
+        let data = budget.read(entry, left)?;
+        insert_once(&mut files, path, data)?;
     }
     Ok(files)
+}
+
+/// Adds a file, refusing a second entry of the same path.
+fn insert_once(
+    files: &mut BTreeMap<String, Vec<u8>>,
+    path: String,
+    data: Vec<u8>,
+) -> Result<(), PackageError> {
+    if files.contains_key(&path) {
+        return Err(PackageError::UnsafeEntry(shown(&path), "the name appears twice"));
+    }
+    files.insert(path, data);
+    Ok(())
+}
+
+/// At most 100 characters of a name from the archive, for messages.
+fn shown(name: &str) -> String {
+    name.chars().take(100).collect()
+}
+
+/// A reader that fails once more than `left` bytes were read from it.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.left = self.left.checked_sub(n as u64).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                "the archive expands beyond its limit",
+            )
+        })?;
+        Ok(n)
+    }
 }
 
 /// Entries that archivers add on their own and that never matter.
@@ -195,7 +259,7 @@ fn is_ignored(name: &str) -> bool {
 
 /// A relative path of plain components, or an error naming the entry.
 fn checked_path(name: &str) -> Result<String, PackageError> {
-    let unsafe_entry = |why| Err(PackageError::UnsafeEntry(name.to_owned(), why));
+    let unsafe_entry = |why| Err(PackageError::UnsafeEntry(shown(name), why));
     let trimmed = name.strip_prefix("./").unwrap_or(name);
     if trimmed.len() > MAX_PATH_LEN {
         return unsafe_entry("path too long");

@@ -29,6 +29,10 @@ pub struct Inner {
     pub events: ade_common::amqp::EventPublisher,
     /// This instance's id (names its events queue).
     pub instance: uuid::Uuid,
+    /// API key lookups, cached.
+    pub keys: crate::auth::KeyCache,
+    /// Per-key request budgets.
+    pub rate_limiter: crate::rate_limit::RateLimiter,
     /// Cancelled when the API shuts down; ends live streams.
     pub shutdown: tokio_util::sync::CancellationToken,
 }

@@ -127,3 +127,69 @@ fn the_template_is_a_package() {
     );
     assert_eq!(t.digest, template().digest);
 }
+
+/// A tar.gz whose first entry is a PAX header of `size` bytes, streamed
+/// through the compressor so the test never holds it whole.
+fn pax_bomb(size: usize) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut header = tar::Header::new_ustar();
+    header.set_path("PaxHeaders/x").unwrap();
+    header.set_size(size as u64);
+    header.set_entry_type(tar::EntryType::XHeader);
+    header.set_cksum();
+    gz.write_all(header.as_bytes()).unwrap();
+    let chunk = vec![b'a'; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        gz.write_all(&chunk[..n]).unwrap();
+        left -= n;
+    }
+    gz.finish().unwrap()
+}
+
+#[test]
+fn a_huge_pax_header_is_refused_before_the_tar_reader_buffers_it() {
+    let bomb = pax_bomb(128 << 20);
+    assert!(bomb.len() < MAX_ARCHIVE_BYTES, "small upload: {} bytes", bomb.len());
+    assert!(matches!(from_upload(&bomb), Err(PackageError::TooLarge(_))));
+}
+
+#[test]
+fn duplicate_names_are_refused() {
+    // The same path spelled twice (the archivers would refuse an exact repeat).
+    let entries = [GOOD[0], GOOD[1], ("./src/ade_config/__init__.py", b"again".as_slice())];
+    for archive in [zip_of(&entries), tar_gz_of(&entries)] {
+        let err = from_upload(&archive).err().unwrap();
+        assert!(err.to_string().contains("appears twice"), "{err}");
+    }
+}
+
+#[test]
+fn non_utf8_names_are_refused() {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(1);
+    header.as_gnu_mut().unwrap().name[..5].copy_from_slice(b"a\xffb.p");
+    header.set_cksum();
+    tar.append(&header, b"x".as_slice()).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar.into_inner().unwrap()).unwrap();
+    let err = from_upload(&gz.finish().unwrap()).err().unwrap();
+    assert!(err.to_string().contains("UTF-8"), "{err}");
+}
+
+#[test]
+fn folders_count_toward_the_entry_limit() {
+    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    for i in 0..MAX_ENTRIES {
+        zip.add_directory(format!("d{i}/"), zip::write::SimpleFileOptions::default())
+            .unwrap();
+    }
+    for (name, data) in GOOD {
+        zip.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
+        zip.write_all(data).unwrap();
+    }
+    let archive = zip.finish().unwrap().into_inner();
+    assert!(matches!(from_upload(&archive), Err(PackageError::TooLarge(_))));
+}

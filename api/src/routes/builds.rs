@@ -4,7 +4,8 @@
 //! fingerprint) that is ready or in progress (200); otherwise it creates a
 //! queued build (201) and offers it to the builds queue.
 
-use super::{created, json, json_body, parse_json, with};
+use super::{authed, created, json, json_body, parse_json};
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::routes::event_pages::{self, EventsQuery};
 use crate::routes::streams::{Format, follow};
@@ -102,17 +103,17 @@ struct BuildOptions {
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let create = warp::path!("workspaces" / Uuid / "configurations" / Uuid / "builds")
         .and(warp::post())
-        .and(with(state.clone()))
+        .and(authed(state.clone()))
         .and(warp::header::headers_cloned())
         .and(json_body())
         .then(create);
     let get = warp::path!("builds" / Uuid)
         .and(warp::get())
-        .and(with(state.clone()))
+        .and(authed(state.clone()))
         .then(get);
     let events = warp::path!("builds" / Uuid / "events")
         .and(warp::get())
-        .and(with(state))
+        .and(authed(state))
         .and(warp::query::<EventsQuery>())
         .and(warp::header::headers_cloned())
         .then(events);
@@ -129,9 +130,12 @@ async fn create(
     ws: Uuid,
     config: Uuid,
     state: AppState,
+    who: Result<Principal, ApiError>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let who = who?;
+    super::workspaces::find(&state, &who, ws).await?;
     let req: CreateBuild = parse_json(&body)?;
     let mut db = state.db().await?;
     let tx = db.transaction().await?;
@@ -158,7 +162,7 @@ async fn create(
     .await?;
     tx.commit().await?;
     drop(db);
-    let build = find(&state, resolved.id()).await?;
+    let build = find(&state, &who, resolved.id()).await?;
     match resolved {
         Resolved::Created { id, .. } => {
             state.dispatcher.offer(Job::created(StreamRef::Build(id)));
@@ -182,18 +186,24 @@ async fn create(
     }
 }
 
-async fn get(id: Uuid, state: AppState) -> Result<Response, ApiError> {
-    Ok(json(StatusCode::OK, &find(&state, id).await?))
+async fn get(
+    id: Uuid,
+    state: AppState,
+    who: Result<Principal, ApiError>,
+) -> Result<Response, ApiError> {
+    Ok(json(StatusCode::OK, &find(&state, &who?, id).await?))
 }
 
-/// The build, or 404 `build_not_found`.
-pub async fn find(state: &AppState, id: Uuid) -> Result<BuildResource, ApiError> {
+/// The build if `who` may see it, or 404 `build_not_found`.
+pub async fn find(state: &AppState, who: &Principal, id: Uuid) -> Result<BuildResource, ApiError> {
     let row = state
         .db()
         .await?
         .query_opt(
-            &format!("SELECT {COLUMNS} FROM builds WHERE id = $1"),
-            &[&id],
+            &format!(
+                "SELECT {COLUMNS} FROM builds WHERE id = $1 AND ($2::uuid IS NULL OR workspace_id = $2)"
+            ),
+            &[&id, &who.workspace()],
         )
         .await?
         .ok_or(ApiError::NotFound("build"))?;
@@ -203,9 +213,10 @@ pub async fn find(state: &AppState, id: Uuid) -> Result<BuildResource, ApiError>
 async fn events(
     id: Uuid,
     state: AppState,
+    who: Result<Principal, ApiError>,
     q: EventsQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    find(&state, id).await?;
+    find(&state, &who?, id).await?;
     event_pages::events(state, StreamRef::Build(id), q, &headers).await
 }

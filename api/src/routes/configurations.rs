@@ -2,7 +2,8 @@
 
 use super::multipart::{bad_multipart, read_part, read_text};
 use super::workspaces::{self, checked_name};
-use super::{PageQuery, created, json, json_body, page, parse_json, with};
+use super::{PageQuery, authed, created, json, json_body, page, parse_json};
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::package::{self, CanonicalPackage, MAX_ARCHIVE_BYTES, PackageError};
 use crate::state::AppState;
@@ -57,9 +58,17 @@ struct CreateFromSource {
     source: Source,
 }
 
+/// `{"type": "template"}`: a struct, so unknown fields are refused too.
 #[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-enum Source {
+#[serde(deny_unknown_fields)]
+struct Source {
+    #[serde(rename = "type")]
+    kind: SourceKind,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum SourceKind {
     Template,
 }
 
@@ -74,27 +83,27 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let form = warp::multipart::form().max_length(MAX_ARCHIVE_BYTES as u64 + 64 * 1024);
     let create_multipart = warp::path!("workspaces" / Uuid / "configurations")
         .and(warp::post())
-        .and(with(state.clone()))
+        .and(authed(state.clone()))
         .and(form.clone())
-        .then(|ws, state, form| async move { create(ws, state, from_form(form).await).await });
+        .then(|ws, state, who, form| create(ws, state, who, Body::Form(form)));
     let create_json = warp::path!("workspaces" / Uuid / "configurations")
         .and(warp::post())
-        .and(with(state.clone()))
+        .and(authed(state.clone()))
         .and(json_body())
-        .then(|ws, state, body: Bytes| async move { create(ws, state, from_json(&body)).await });
+        .then(|ws, state, who, body: Bytes| create(ws, state, who, Body::Json(body)));
     let replace = warp::path!("workspaces" / Uuid / "configurations" / Uuid / "package")
         .and(warp::put())
-        .and(with(state.clone()))
+        .and(authed(state.clone()))
         .and(form)
         .then(replace);
     let list = warp::path!("workspaces" / Uuid / "configurations")
         .and(warp::get())
-        .and(with(state.clone()))
+        .and(authed(state.clone()))
         .and(warp::query::<PageQuery>())
         .then(list);
     let get = warp::path!("workspaces" / Uuid / "configurations" / Uuid)
         .and(warp::get())
-        .and(with(state))
+        .and(authed(state))
         .then(get);
     create_multipart
         .or(create_json)
@@ -109,13 +118,23 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// A create request's body, read only once the caller is known.
+enum Body {
+    Form(FormData),
+    Json(Bytes),
+}
+
 async fn create(
     ws: Uuid,
     state: AppState,
-    upload: Result<Upload, ApiError>,
+    who: Result<Principal, ApiError>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    workspaces::find(&state, ws).await?;
-    let upload = upload?;
+    workspaces::find(&state, &who?, ws).await?;
+    let upload = match body {
+        Body::Form(form) => from_form(form).await?,
+        Body::Json(body) => from_json(&body)?,
+    };
     let name = checked_name(
         upload
             .name
@@ -150,9 +169,10 @@ async fn replace(
     ws: Uuid,
     id: Uuid,
     state: AppState,
+    who: Result<Principal, ApiError>,
     form: FormData,
 ) -> Result<Response, ApiError> {
-    find(&state, ws, id).await?;
+    find(&state, &who?, ws, id).await?;
     let upload = from_form(form).await?;
     let row = state
         .db()
@@ -174,8 +194,13 @@ async fn replace(
     Ok(json(StatusCode::OK, &Configuration::from(&row)))
 }
 
-async fn list(ws: Uuid, state: AppState, q: PageQuery) -> Result<Response, ApiError> {
-    workspaces::find(&state, ws).await?;
+async fn list(
+    ws: Uuid,
+    state: AppState,
+    who: Result<Principal, ApiError>,
+    q: PageQuery,
+) -> Result<Response, ApiError> {
+    workspaces::find(&state, &who?, ws).await?;
     let limit = q.limit()?;
     let cursor = q.cursor.unwrap_or(Uuid::max());
     let rows = state
@@ -196,14 +221,18 @@ async fn list(ws: Uuid, state: AppState, q: PageQuery) -> Result<Response, ApiEr
     ))
 }
 
-async fn get(ws: Uuid, id: Uuid, state: AppState) -> Result<Response, ApiError> {
-    Ok(json(
-        StatusCode::OK,
-        &Configuration::from(&find(&state, ws, id).await?),
-    ))
+async fn get(
+    ws: Uuid,
+    id: Uuid,
+    state: AppState,
+    who: Result<Principal, ApiError>,
+) -> Result<Response, ApiError> {
+    let row = find(&state, &who?, ws, id).await?;
+    Ok(json(StatusCode::OK, &Configuration::from(&row)))
 }
 
-async fn find(state: &AppState, ws: Uuid, id: Uuid) -> Result<Row, ApiError> {
+async fn find(state: &AppState, who: &Principal, ws: Uuid, id: Uuid) -> Result<Row, ApiError> {
+    workspaces::find(state, who, ws).await?;
     state
         .db()
         .await?
@@ -217,8 +246,8 @@ async fn find(state: &AppState, ws: Uuid, id: Uuid) -> Result<Row, ApiError> {
 
 fn from_json(body: &[u8]) -> Result<Upload, ApiError> {
     let req: CreateFromSource = parse_json(body)?;
-    match req.source {
-        Source::Template => Ok(Upload {
+    match req.source.kind {
+        SourceKind::Template => Ok(Upload {
             name: Some(req.name),
             package: package::template(),
         }),
@@ -243,7 +272,11 @@ async fn from_form(form: FormData) -> Result<Upload, ApiError> {
     }
     let archive = archive
         .ok_or_else(|| ApiError::field("invalid_request", "package", "package is required"))?;
-    let package = package::from_upload(&archive).map_err(package_error)?;
+    // Decompressing is CPU work: keep it off the async threads.
+    let package = tokio::task::spawn_blocking(move || package::from_upload(&archive))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(package_error)?;
     Ok(Upload { name, package })
 }
 

@@ -5,7 +5,9 @@
 
 use super::multipart::{bad_multipart, save_part};
 use super::workspaces;
-use super::{created, json, with};
+use super::{PageQuery, authed, created, json, page};
+use crate::auth::Principal;
+use warp::Reply as _;
 use crate::error::ApiError;
 use crate::state::AppState;
 use ade_common::time_fmt::serde_ts;
@@ -49,24 +51,37 @@ impl From<&Row> for Document {
     }
 }
 
-/// Upload, metadata, download.
+/// Upload, list, metadata, download, delete.
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let limit = state.settings.max_upload_bytes;
     let upload = warp::path!("workspaces" / Uuid / "documents")
         .and(warp::post())
-        .and(with(state.clone()))
+        .and(authed(state.clone()))
         .and(warp::multipart::form().max_length(limit + 64 * 1024))
         .then(upload);
+    let list = warp::path!("workspaces" / Uuid / "documents")
+        .and(warp::get())
+        .and(authed(state.clone()))
+        .and(warp::query::<PageQuery>())
+        .then(list);
     let get = warp::path!("workspaces" / Uuid / "documents" / Uuid)
         .and(warp::get())
-        .and(with(state.clone()))
+        .and(authed(state.clone()))
         .then(get);
+    let delete = warp::path!("workspaces" / Uuid / "documents" / Uuid)
+        .and(warp::delete())
+        .and(authed(state.clone()))
+        .then(delete);
     let download = warp::path!("workspaces" / Uuid / "documents" / Uuid / "download")
         .and(warp::get())
-        .and(with(state))
+        .and(authed(state))
         .then(download);
     upload
+        .or(list)
+        .unify()
         .or(get)
+        .unify()
+        .or(delete)
         .unify()
         .or(download)
         .unify()
@@ -74,8 +89,13 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-async fn upload(ws: Uuid, state: AppState, mut form: FormData) -> Result<Response, ApiError> {
-    workspaces::find(&state, ws).await?;
+async fn upload(
+    ws: Uuid,
+    state: AppState,
+    who: Result<Principal, ApiError>,
+    mut form: FormData,
+) -> Result<Response, ApiError> {
+    workspaces::find(&state, &who?, ws).await?;
     let tmp_dir = state.data_dir.uploads_tmp();
     tokio::fs::create_dir_all(&tmp_dir).await?;
     let id = ade_common::ids::new_id();
@@ -126,15 +146,81 @@ async fn upload(ws: Uuid, state: AppState, mut form: FormData) -> Result<Respons
     ))
 }
 
-async fn get(ws: Uuid, id: Uuid, state: AppState) -> Result<Response, ApiError> {
-    Ok(json(
-        StatusCode::OK,
-        &Document::from(&find(&state, ws, id).await?),
-    ))
+/// The workspace's documents, newest first, a page at a time.
+async fn list(
+    ws: Uuid,
+    state: AppState,
+    who: Result<Principal, ApiError>,
+    q: PageQuery,
+) -> Result<Response, ApiError> {
+    workspaces::find(&state, &who?, ws).await?;
+    let limit = q.limit()?;
+    let rows = state
+        .db()
+        .await?
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM documents WHERE workspace_id = $1 AND id < $2
+                 ORDER BY id DESC LIMIT $3"
+            ),
+            &[&ws, &q.cursor.unwrap_or(Uuid::max()), &(limit + 1)],
+        )
+        .await?;
+    let items = rows.iter().map(Document::from).collect();
+    Ok(json(StatusCode::OK, &page(items, limit, |d: &Document| d.id)))
 }
 
-async fn download(ws: Uuid, id: Uuid, state: AppState) -> Result<Response, ApiError> {
-    let row = find(&state, ws, id).await?;
+async fn get(
+    ws: Uuid,
+    id: Uuid,
+    state: AppState,
+    who: Result<Principal, ApiError>,
+) -> Result<Response, ApiError> {
+    let row = find(&state, &who?, ws, id).await?;
+    Ok(json(StatusCode::OK, &Document::from(&row)))
+}
+
+/// Deletes a document no open run uses (409 `document_in_use` otherwise).
+async fn delete(
+    ws: Uuid,
+    id: Uuid,
+    state: AppState,
+    who: Result<Principal, ApiError>,
+) -> Result<Response, ApiError> {
+    workspaces::find(&state, &who?, ws).await?;
+    let mut db = state.db().await?;
+    let tx = db.transaction().await?;
+    // Locked: a run being created with it waits (it reads the row FOR SHARE).
+    tx.query_opt(
+        "SELECT 1 FROM documents WHERE workspace_id = $1 AND id = $2 FOR UPDATE",
+        &[&ws, &id],
+    )
+    .await?
+    .ok_or(ApiError::NotFound("document"))?;
+    if ade_common::lifecycle::queue::document_in_use(&tx, id).await? {
+        return Err(ApiError::Conflict {
+            code: "document_in_use",
+            detail: "a queued or running run uses this document; cancel it or wait for it to end".into(),
+        });
+    }
+    tx.execute("DELETE FROM documents WHERE id = $1", &[&id]).await?;
+    tx.commit().await?;
+    match tokio::fs::remove_file(state.data_dir.document(ws, id)).await {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(document.id = %id, error = %e, "the document's bytes could not be removed");
+        }
+        _ => {}
+    }
+    Ok(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response())
+}
+
+async fn download(
+    ws: Uuid,
+    id: Uuid,
+    state: AppState,
+    who: Result<Principal, ApiError>,
+) -> Result<Response, ApiError> {
+    let row = find(&state, &who?, ws, id).await?;
     let doc = Document::from(&row);
     // Served with a type from the fixed table, never the one the uploader declared.
     super::runs::outputs::file_response(
@@ -145,7 +231,8 @@ async fn download(ws: Uuid, id: Uuid, state: AppState) -> Result<Response, ApiEr
     .await
 }
 
-async fn find(state: &AppState, ws: Uuid, id: Uuid) -> Result<Row, ApiError> {
+async fn find(state: &AppState, who: &Principal, ws: Uuid, id: Uuid) -> Result<Row, ApiError> {
+    workspaces::find(state, who, ws).await?;
     state
         .db()
         .await?

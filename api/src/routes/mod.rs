@@ -1,4 +1,5 @@
 //! The route tree. One module per resource; each exposes `routes(state)`.
+//! [`table::ROUTES`] lists every route with who may call it.
 //!
 //! Handlers return `Result<Response, ApiError>` and render errors themselves;
 //! warp rejections are left for routing, and [`crate::error::recover`] turns
@@ -10,11 +11,13 @@ pub mod configurations;
 pub mod documents;
 pub mod event_pages;
 pub mod health;
+pub mod keys;
 pub mod multipart;
 pub mod operations;
 pub mod pages;
 pub mod runs;
 pub mod streams;
+pub mod table;
 pub mod workspaces;
 
 use crate::error::ApiError;
@@ -43,6 +46,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(builds::routes(state.clone()))
         .unify()
         .or(operations::routes(state.clone()))
+        .unify()
+        .or(keys::routes(state.clone()))
         .unify()
         .or(openapi())
         .unify();
@@ -79,6 +84,15 @@ pub fn with(
     state: AppState,
 ) -> impl Filter<Extract = (AppState,), Error = std::convert::Infallible> + Clone {
     warp::any().map(move || state.clone())
+}
+
+/// The shared state and the caller (`Err` when the key is missing or
+/// refused: the handler answers it), for `.and(authed(state))`.
+pub fn authed(
+    state: AppState,
+) -> impl Filter<Extract = (AppState, Result<crate::auth::Principal, ApiError>), Error = std::convert::Infallible>
++ Clone {
+    with(state.clone()).and(crate::auth::principal(state))
 }
 
 /// A bounded raw body, for handlers that parse JSON themselves.

@@ -1,6 +1,8 @@
 //! `GET /api/v1/workers`, `GET /api/v1/queue` and `GET /metrics`.
 
-use super::{json, with};
+use super::{authed, json};
+use crate::auth::Principal;
+use ade_common::lifecycle::queue::Counts;
 use crate::error::ApiError;
 use crate::state::AppState;
 use ade_common::time_fmt::serde_ts;
@@ -28,25 +30,15 @@ struct Worker {
     last_heartbeat_at: OffsetDateTime,
 }
 
-#[derive(Serialize)]
-struct Queue {
-    queued_runs: i64,
-    waiting_for_build_runs: i64,
-    running_runs: i64,
-    queued_builds: i64,
-    building_builds: i64,
-    oldest_queued_run_age_seconds: Option<f64>,
-}
-
 /// The `/api/v1` operations routes (workers, queue).
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let workers = warp::path!("workers")
         .and(warp::get())
-        .and(with(state.clone()))
+        .and(authed(state.clone()))
         .then(workers);
     let queue = warp::path!("queue")
         .and(warp::get())
-        .and(with(state))
+        .and(authed(state))
         .then(queue);
     workers
         .or(queue)
@@ -59,13 +51,14 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 pub fn metrics_route(state: AppState) -> BoxedFilter<(Response,)> {
     warp::path!("metrics")
         .and(warp::get())
-        .and(with(state))
+        .and(authed(state))
         .then(metrics)
         .map(warp::Reply::into_response)
         .boxed()
 }
 
-async fn workers(state: AppState) -> Result<Response, ApiError> {
+async fn workers(state: AppState, who: Result<Principal, ApiError>) -> Result<Response, ApiError> {
+    who?.admin()?;
     let rows = state
         .db()
         .await?
@@ -90,36 +83,19 @@ async fn workers(state: AppState) -> Result<Response, ApiError> {
     Ok(json(StatusCode::OK, &serde_json::json!({ "items": items })))
 }
 
-async fn queue_state(state: &AppState) -> Result<Queue, ApiError> {
-    let row = state
-        .db()
-        .await?
-        .query_one(
-            "SELECT
-               (SELECT count(*) FROM runs WHERE status = 'queued'),
-               (SELECT count(*) FROM runs WHERE status = 'waiting_for_build'),
-               (SELECT count(*) FROM runs WHERE status = 'running'),
-               (SELECT count(*) FROM builds WHERE status = 'queued'),
-               (SELECT count(*) FROM builds WHERE status = 'building'),
-               (SELECT extract(epoch FROM now() - min(created_at))::float8 FROM runs WHERE status = 'queued')",
-            &[],
-        )
-        .await?;
-    Ok(Queue {
-        queued_runs: row.get(0),
-        waiting_for_build_runs: row.get(1),
-        running_runs: row.get(2),
-        queued_builds: row.get(3),
-        building_builds: row.get(4),
-        oldest_queued_run_age_seconds: row.get(5),
-    })
+async fn queue_state(state: &AppState) -> Result<Counts, ApiError> {
+    Ok(ade_common::lifecycle::queue::counts(&state.db().await?).await?)
 }
 
-async fn queue(state: AppState) -> Result<Response, ApiError> {
+async fn queue(state: AppState, who: Result<Principal, ApiError>) -> Result<Response, ApiError> {
+    who?.admin()?;
     Ok(json(StatusCode::OK, &queue_state(&state).await?))
 }
 
-async fn metrics(state: AppState) -> Result<Response, ApiError> {
+async fn metrics(state: AppState, who: Result<Principal, ApiError>) -> Result<Response, ApiError> {
+    if !state.settings.metrics_public {
+        who?.admin()?;
+    }
     let q = queue_state(&state).await?;
     let live: i64 = state
         .db()

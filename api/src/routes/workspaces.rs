@@ -1,6 +1,7 @@
 //! `/workspaces`: the tenants that own configurations, documents and runs.
 
-use super::{PageQuery, created, json, json_body, page, parse_json, with};
+use super::{PageQuery, authed, created, json, json_body, page, parse_json};
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
 use ade_common::time_fmt::serde_ts;
@@ -43,17 +44,17 @@ struct CreateWorkspace {
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let create = warp::path!("workspaces")
         .and(warp::post())
-        .and(with(state.clone()))
+        .and(authed(state.clone()))
         .and(json_body())
         .then(create);
     let list = warp::path!("workspaces")
         .and(warp::get())
-        .and(with(state.clone()))
+        .and(authed(state.clone()))
         .and(warp::query::<PageQuery>())
         .then(list);
     let get = warp::path!("workspaces" / Uuid)
         .and(warp::get())
-        .and(with(state))
+        .and(authed(state))
         .then(get);
     create
         .or(list)
@@ -68,7 +69,12 @@ fn into_response(r: Result<Response, ApiError>) -> Response {
     warp::Reply::into_response(r)
 }
 
-async fn create(state: AppState, body: Bytes) -> Result<Response, ApiError> {
+async fn create(
+    state: AppState,
+    who: Result<Principal, ApiError>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    who?.admin()?;
     let req: CreateWorkspace = parse_json(&body)?;
     let name = checked_name(&req.name)?;
     let row = state
@@ -83,15 +89,22 @@ async fn create(state: AppState, body: Bytes) -> Result<Response, ApiError> {
     Ok(created(format!("/api/v1/workspaces/{}", ws.id), &ws))
 }
 
-async fn list(state: AppState, q: PageQuery) -> Result<Response, ApiError> {
+/// Every workspace for an admin; a workspace key's own only.
+async fn list(
+    state: AppState,
+    who: Result<Principal, ApiError>,
+    q: PageQuery,
+) -> Result<Response, ApiError> {
+    let who = who?;
     let limit = q.limit()?;
     let cursor = q.cursor.unwrap_or(Uuid::max());
     let rows = state
         .db()
         .await?
         .query(
-            "SELECT id, name, created_at FROM workspaces WHERE id < $1 ORDER BY id DESC LIMIT $2",
-            &[&cursor, &(limit + 1)],
+            "SELECT id, name, created_at FROM workspaces
+             WHERE id < $1 AND ($3::uuid IS NULL OR id = $3) ORDER BY id DESC LIMIT $2",
+            &[&cursor, &(limit + 1), &who.workspace()],
         )
         .await?;
     let items = rows.iter().map(Workspace::from).collect();
@@ -101,13 +114,20 @@ async fn list(state: AppState, q: PageQuery) -> Result<Response, ApiError> {
     ))
 }
 
-async fn get(id: Uuid, state: AppState) -> Result<Response, ApiError> {
-    let row = find(&state, id).await?;
+async fn get(
+    id: Uuid,
+    state: AppState,
+    who: Result<Principal, ApiError>,
+) -> Result<Response, ApiError> {
+    let row = find(&state, &who?, id).await?;
     Ok(json(StatusCode::OK, &Workspace::from(&row)))
 }
 
-/// The workspace row, or 404 `workspace_not_found`.
-pub async fn find(state: &AppState, id: Uuid) -> Result<Row, ApiError> {
+/// The workspace row if `who` may see it, or 404 `workspace_not_found`.
+pub async fn find(state: &AppState, who: &Principal, id: Uuid) -> Result<Row, ApiError> {
+    if !who.sees(id) {
+        return Err(ApiError::NotFound("workspace"));
+    }
     state
         .db()
         .await?

@@ -414,7 +414,7 @@ async fn a_hundred_runs_at_once_share_one_build_record() {
     let requests = (0..100).map(|_| {
         let (url, body) = (url.clone(), body.clone());
         tokio::spawn(async move {
-            reqwest::Client::new()
+            crate::helpers::client()
                 .post(url)
                 .json(&body)
                 .send()

@@ -106,7 +106,7 @@ async fn configurations_come_from_the_template_or_an_upload() {
         "/api/v1/workspaces/{ws}/configurations/{id}/package"
     ));
     let replaced = ok_json(
-        reqwest::Client::new()
+        crate::helpers::client()
             .put(url)
             .multipart(form)
             .send()

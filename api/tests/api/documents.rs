@@ -59,7 +59,7 @@ async fn bad_document_requests_get_problems() {
     )
     .await;
     let form = reqwest::multipart::Form::new().text("other", "x");
-    let res = reqwest::Client::new()
+    let res = crate::helpers::client()
         .post(app.url(&format!("/api/v1/workspaces/{ws}/documents")))
         .multipart(form)
         .send()

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 /// Reads a whole event stream at `url` and parses SSE or NDJSON into events.
 pub async fn follow_url(url: &str, sse: bool, last_event_id: Option<i64>) -> Vec<Value> {
-    let mut req = reqwest::Client::new().get(url);
+    let mut req = crate::helpers::client().get(url);
     if sse {
         req = req.header("accept", "text/event-stream");
     }
@@ -79,7 +79,7 @@ pub fn follow_live(url: String) -> LiveFollower {
     let last = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
     let seen = last.clone();
     let events = tokio::spawn(async move {
-        let res = reqwest::Client::new().get(&url).send().await.unwrap();
+        let res = crate::helpers::client().get(&url).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         let mut body = res.bytes_stream();
         let (mut buf, mut events) = (Vec::new(), Vec::new());

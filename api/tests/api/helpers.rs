@@ -46,6 +46,8 @@ pub struct TestApp {
     pub prefix: String,
     /// The test's data folder.
     pub data_dir: PathBuf,
+    /// An admin API key (also sent by [`client`]).
+    pub key: String,
     db_name: String,
     client: reqwest::Client,
     api: (CancellationToken, JoinHandle<anyhow::Result<()>>),
@@ -108,13 +110,16 @@ impl TestApp {
             token,
             tokio::spawn(app.run_until(async move { stop.cancelled().await })),
         );
+        let key = make_key(&db_url, ade_api::keys::Scope::Admin).await;
+        ADMIN_KEY.get_or_init(|| key.clone());
         let mut this = Self {
             base,
             db_url,
             prefix,
             data_dir,
             db_name,
-            client: reqwest::Client::new(),
+            key: key.clone(),
+            client: client_with(&key),
             api,
             extra_apis: vec![],
             workers: vec![],
@@ -214,6 +219,20 @@ impl TestApp {
             closed += 1;
         }
         closed
+    }
+
+    /// A key that sees only the workspace of `configuration_id`.
+    pub async fn workspace_key(&self, configuration_id: &str) -> String {
+        let db = ade_common::db::connect(&self.db_url).await.unwrap();
+        let ws: Uuid = db
+            .query_one(
+                "SELECT workspace_id FROM configurations WHERE id = $1",
+                &[&configuration_id.parse::<Uuid>().unwrap()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        make_key(&self.db_url, ade_api::keys::Scope::Workspace(ws)).await
     }
 
     /// A job publisher on this test's prefix, connected.
@@ -536,6 +555,29 @@ impl TestApp {
         delete_broker_objects(&self.prefix).await;
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
+}
+
+/// The admin key of this test process's app, for clients made outside it.
+static ADMIN_KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// A client that sends the test app's admin key.
+pub fn client() -> reqwest::Client {
+    client_with(ADMIN_KEY.get().expect("a TestApp was started"))
+}
+
+/// A client that sends `key` as its Bearer token.
+pub fn client_with(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = format!("Bearer {key}").parse().unwrap();
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder().default_headers(headers).build().unwrap()
+}
+
+/// Makes an API key with `scope` directly in the database.
+pub async fn make_key(db_url: &str, scope: ade_api::keys::Scope) -> String {
+    let pool = ade_common::db::pool(db_url, 1).unwrap();
+    let db = pool.get().await.unwrap();
+    ade_api::keys::create(&db, scope, "test").await.unwrap().key
 }
 
 /// How many events of `kind` there are.

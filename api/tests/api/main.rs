@@ -8,11 +8,13 @@ mod helpers;
 mod infra;
 mod proxy;
 
+mod auth;
 mod builds;
 mod configurations;
 mod documents;
 mod fencing;
 mod lifecycle;
+mod limits;
 mod pages;
 mod reliability;
 mod runs;

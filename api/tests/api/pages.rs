@@ -12,9 +12,6 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// The key the pages are given. The API does not check keys yet; once it
-/// does, this becomes a key of the test's workspace.
-const KEY: &str = "ade-page-test-key";
 
 /// The template configuration, printing at run time a line of markup (which
 /// must show as text) and a line on stderr, and a line when the build checks
@@ -72,7 +69,7 @@ fn finished(status: &str) -> String {
 }
 
 /// Asserts that every API call carried the key as a Bearer token and that no URL held it.
-fn assert_key_sent_in_headers_only(proxy: &Proxy) {
+fn assert_key_sent_in_headers_only(proxy: &Proxy, key: &str) {
     let requests = proxy.requests();
     let api: Vec<_> = requests
         .iter()
@@ -82,13 +79,13 @@ fn assert_key_sent_in_headers_only(proxy: &Proxy) {
     for request in api {
         assert_eq!(
             request.header("authorization"),
-            Some(format!("Bearer {KEY}").as_str()),
+            Some(format!("Bearer {key}").as_str()),
             "{request:?}"
         );
     }
     for request in &requests {
         assert!(
-            !request.line.contains(KEY),
+            !request.line.contains(key),
             "a URL held the key: {request:?}"
         );
     }
@@ -114,11 +111,12 @@ async fn the_run_page_shows_a_run_live_until_it_succeeds() {
     let proxy = Proxy::start(&app.base).await;
     let browser = Browser::launch().await;
     let (config, doc) = app.package_setup(markup_package()).await;
+    let key = app.workspace_key(&config).await;
     let run = app.submit(&config, json!({"document_ids": [doc]})).await;
     let id = run["id"].as_str().unwrap();
 
     let page = browser.page().await;
-    page.navigate(&format!("{}/runs/{id}#key={KEY}", proxy.base))
+    page.navigate(&format!("{}/runs/{id}#key={key}", proxy.base))
         .await;
     page.wait_for(
         "the queued run, following live",
@@ -156,8 +154,8 @@ async fn the_run_page_shows_a_run_live_until_it_succeeds() {
 
     // The key left the address bar for this tab's sessionStorage.
     assert_eq!(page.eval("location.hash").await, "");
-    assert_eq!(page.eval("sessionStorage.getItem('ade.key')").await, KEY);
-    assert_key_sent_in_headers_only(&proxy);
+    assert_eq!(page.eval("sessionStorage.getItem('ade.key')").await, key);
+    assert_key_sent_in_headers_only(&proxy, &key);
 
     // Validation summary, the table, and progress at the end.
     let validation = page
@@ -200,6 +198,7 @@ async fn the_run_page_downloads_outputs_and_the_log_with_the_key() {
     std::fs::create_dir_all(&downloads).unwrap();
     browser.allow_downloads(&downloads).await;
     let (config, doc) = app.sample_setup().await;
+    let key = app.workspace_key(&config).await;
     let run = app
         .run_to_end(&config, json!({"document_ids": [doc]}))
         .await;
@@ -209,7 +208,7 @@ async fn the_run_page_downloads_outputs_and_the_log_with_the_key() {
     let name = outputs["files"][0]["name"].as_str().unwrap().to_owned();
 
     let page = browser.page().await;
-    page.navigate(&format!("{}/runs/{id}#key={KEY}", proxy.base))
+    page.navigate(&format!("{}/runs/{id}#key={key}", proxy.base))
         .await;
     page.wait_for("the run succeeded", &finished("succeeded"))
         .await;
@@ -235,7 +234,7 @@ async fn the_run_page_downloads_outputs_and_the_log_with_the_key() {
     let log = wait_for_file(&downloads.join(format!("run-{id}-events.ndjson"))).await;
     let lines = String::from_utf8(log).unwrap().lines().count();
     assert_eq!(lines, app.all_events(id).await.len());
-    assert_key_sent_in_headers_only(&proxy);
+    assert_key_sent_in_headers_only(&proxy, &key);
     page.assert_no_script_errors();
     browser.close().await;
     app.finish().await;
@@ -254,11 +253,12 @@ async fn the_run_page_resumes_after_its_connections_are_cut() {
     let proxy = Proxy::start(&app.base).await;
     let browser = Browser::launch().await;
     let (config, doc) = chatty_setup(&app, 400, 0.02).await;
+    let key = app.workspace_key(&config).await;
     let run = app.submit(&config, json!({"document_ids": [doc]})).await;
     let id = run["id"].as_str().unwrap();
 
     let page = browser.page().await;
-    page.navigate(&format!("{}/runs/{id}#key={KEY}", proxy.base))
+    page.navigate(&format!("{}/runs/{id}#key={key}", proxy.base))
         .await;
     for line in ["line 20", "line 200"] {
         page.wait_for(line, &shows_line(line)).await;
@@ -295,7 +295,7 @@ async fn the_run_page_resumes_after_its_connections_are_cut() {
         .collect();
     assert!(resumed.len() >= 2, "{resumed:?}");
     assert!(resumed.iter().all(|&n| n > 0), "{resumed:?}");
-    assert_key_sent_in_headers_only(&proxy);
+    assert_key_sent_in_headers_only(&proxy, &key);
     page.assert_no_script_errors();
     browser.close().await;
     app.finish().await;
@@ -306,6 +306,7 @@ async fn the_follower_drops_duplicates_and_fills_gaps_in_order() {
     let app = TestApp::spawn().await;
     let browser = Browser::launch().await;
     let (config, doc) = app.sample_setup().await;
+    let key = app.workspace_key(&config).await;
     let run = app
         .run_to_end(&config, json!({"document_ids": [doc]}))
         .await;
@@ -314,7 +315,7 @@ async fn the_follower_drops_duplicates_and_fills_gaps_in_order() {
     assert!(total > 12, "{total} events");
 
     let page = browser.page().await;
-    page.navigate(&format!("{}/runs/{id}#key={KEY}", app.base))
+    page.navigate(&format!("{}/runs/{id}#key={key}", app.base))
         .await;
     page.wait_for("the run succeeded", &finished("succeeded"))
         .await;
@@ -325,7 +326,7 @@ async fn the_follower_drops_duplicates_and_fills_gaps_in_order() {
             "(async () => {{
                const {{ RunFollower }} = await import('/assets/stream.js');
                const res = await fetch('/api/v1/runs/{id}/events?limit=1000',
-                 {{ headers: {{ Authorization: 'Bearer {KEY}' }} }});
+                 {{ headers: {{ Authorization: 'Bearer {key}' }} }});
                const all = (await res.json()).items;
                const seen = [];
                const follower = new RunFollower('{id}', {{
@@ -385,6 +386,7 @@ async fn the_list_page_asks_for_a_key_and_shows_runs_as_they_change() {
     let proxy = Proxy::start(&app.base).await;
     let browser = Browser::launch().await;
     let (config, doc) = app.sample_setup().await;
+    let key = app.workspace_key(&config).await;
     let run = app.submit(&config, json!({"document_ids": [doc]})).await;
     let id = run["id"].as_str().unwrap();
 
@@ -396,7 +398,7 @@ async fn the_list_page_asks_for_a_key_and_shows_runs_as_they_change() {
     )
     .await;
     page.eval(&format!(
-        "document.querySelector('#key-form input').value = '{KEY}'; \
+        "document.querySelector('#key-form input').value = '{key}'; \
          document.getElementById('key-form').requestSubmit()"
     ))
     .await;
@@ -421,7 +423,7 @@ async fn the_list_page_asks_for_a_key_and_shows_runs_as_they_change() {
     .await;
     page.wait_for("the run succeeded", &finished("succeeded"))
         .await;
-    assert_key_sent_in_headers_only(&proxy);
+    assert_key_sent_in_headers_only(&proxy, &key);
     page.assert_no_script_errors();
     browser.close().await;
     app.finish().await;

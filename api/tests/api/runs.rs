@@ -342,7 +342,7 @@ async fn idempotency_keys_return_the_same_run() {
     let send = |body: Value| {
         let url = app.url(&format!("/api/v1/configs/{config}/runs"));
         async move {
-            reqwest::Client::new()
+            crate::helpers::client()
                 .post(url)
                 .header("idempotency-key", "k-1")
                 .json(&body)

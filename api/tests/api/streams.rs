@@ -76,7 +76,7 @@ async fn a_stream_resumes_after_last_event_id() {
             .await
             .is_empty()
     );
-    let bad = reqwest::Client::new()
+    let bad = crate::helpers::client()
         .get(app.url(&path))
         .header("last-event-id", "abc")
         .send()
@@ -170,7 +170,7 @@ async fn followers_survive_broker_connections_closing_mid_run() {
 async fn creating_with_stream_true_returns_the_stream() {
     let app = TestApp::spawn().await;
     let (config, doc) = app.sample_setup().await;
-    let res = reqwest::Client::new()
+    let res = crate::helpers::client()
         .post(app.url(&format!("/api/v1/configs/{config}/runs")))
         .header("accept", "text/event-stream")
         .json(&json!({"stream": true, "options": {"document_ids": [doc]}}))

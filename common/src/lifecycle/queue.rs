@@ -143,3 +143,19 @@ pub async fn counts(db: &impl GenericClient) -> Result<Counts, tokio_postgres::E
         oldest_queued_run_age_seconds: row.get(5),
     })
 }
+
+/// True when a queued, waiting or running run uses the document.
+pub async fn document_in_use(
+    db: &impl GenericClient,
+    document_id: Uuid,
+) -> Result<bool, tokio_postgres::Error> {
+    let row = db
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM runs
+               WHERE status IN ('queued', 'waiting_for_build', 'running')
+                 AND options->'document_ids' ? $1)",
+            &[&document_id.to_string()],
+        )
+        .await?;
+    Ok(row.get(0))
+}

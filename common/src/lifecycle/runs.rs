@@ -318,3 +318,38 @@ pub(super) async fn end_unclaimed(
     let written = append(tx, &origin, &Fence::Unfenced, &[completed]).await?;
     Ok(Some(written.written()))
 }
+
+/// What a delete did.
+#[derive(Debug)]
+pub enum Deleted {
+    /// The run and its events are gone (its files are the caller's to remove).
+    Deleted,
+    /// The run is not terminal yet; nothing was deleted.
+    Open(RunStatus),
+    /// No such run.
+    Missing,
+}
+
+/// Deletes a terminal run and its events, in one transaction.
+pub async fn delete(
+    db: &mut deadpool_postgres::Object,
+    run_id: Uuid,
+) -> Result<Deleted, tokio_postgres::Error> {
+    let tx = db.transaction().await?;
+    let Some(row) = tx
+        .query_opt("SELECT status FROM runs WHERE id = $1 FOR UPDATE", &[&run_id])
+        .await?
+    else {
+        return Ok(Deleted::Missing);
+    };
+    let status: RunStatus = row.get(0);
+    if !status.is_terminal() {
+        return Ok(Deleted::Open(status));
+    }
+    tx.execute("DELETE FROM run_events WHERE run_id = $1", &[&run_id])
+        .await?;
+    tx.execute("DELETE FROM runs WHERE id = $1", &[&run_id])
+        .await?;
+    tx.commit().await?;
+    Ok(Deleted::Deleted)
+}

@@ -9,7 +9,8 @@
 
 use super::resource::RunResource;
 use crate::error::ApiError;
-use crate::routes::{json, with};
+use crate::auth::Principal;
+use crate::routes::{authed, json};
 use crate::state::AppState;
 use ade_common::lifecycle::runs::{Cancel, cancel as cancel_run};
 use uuid::Uuid;
@@ -22,13 +23,19 @@ use warp::reply::Response;
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     warp::path!("runs" / Uuid / "cancel")
         .and(warp::post())
-        .and(with(state))
+        .and(authed(state))
         .then(cancel)
         .map(warp::Reply::into_response)
         .boxed()
 }
 
-async fn cancel(id: Uuid, state: AppState) -> Result<Response, ApiError> {
+async fn cancel(
+    id: Uuid,
+    state: AppState,
+    who: Result<Principal, ApiError>,
+) -> Result<Response, ApiError> {
+    let who = who?;
+    super::find(&state, &who, id).await?;
     let outcome = cancel_run(&mut state.db().await?, id).await?;
     match outcome {
         Cancel::NotFound => return Err(ApiError::NotFound("run")),
@@ -51,6 +58,6 @@ async fn cancel(id: Uuid, state: AppState) -> Result<Response, ApiError> {
             }
         }
     }
-    let run: RunResource = super::find(&state, id).await?;
+    let run: RunResource = super::find(&state, &who, id).await?;
     Ok(json(StatusCode::ACCEPTED, &run))
 }

@@ -9,7 +9,8 @@
 use super::resource::{COLUMNS, RunResource};
 use crate::error::{ApiError, FieldError};
 use crate::routes::streams::{Format, follow};
-use crate::routes::{created, json, json_body, parse_json, with};
+use crate::auth::Principal;
+use crate::routes::{authed, created, json, json_body, parse_json};
 use crate::state::AppState;
 use ade_common::events::{EventKind, NewEvent, Source, StreamRef};
 use ade_common::ids::Digest;
@@ -32,8 +33,19 @@ use warp::reply::Response;
 struct CreateRun {
     #[serde(default)]
     stream: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     options: RunOptions,
+}
+
+/// `options` must be a JSON object (not `null`, a list or a string).
+fn object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RunOptions, D::Error> {
+    use serde::de::Error as _;
+    match serde_json::Value::deserialize(d)? {
+        value @ serde_json::Value::Object(_) => {
+            RunOptions::deserialize(value).map_err(D::Error::custom)
+        }
+        _ => Err(D::Error::custom("options must be an object")),
+    }
 }
 
 /// Both spellings of the create path.
@@ -42,7 +54,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(warp::path!("configurations" / Uuid / "runs"))
         .unify();
     path.and(warp::post())
-        .and(with(state))
+        .and(authed(state))
         .and(warp::header::optional::<String>("idempotency-key"))
         .and(warp::header::headers_cloned())
         .and(json_body())
@@ -54,10 +66,12 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 async fn create(
     config_id: Uuid,
     state: AppState,
+    who: Result<Principal, ApiError>,
     key: Option<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let who = who?;
     let req: CreateRun = parse_json(&body)?;
     check_options(&req.options)?;
     if state.settings.safe_mode {
@@ -67,6 +81,7 @@ async fn create(
     let digest = Digest::sha256(&serde_json::to_vec(&req.options).expect("options serialize"));
     let mut db = state.db().await?;
     let tx = db.transaction().await?;
+    let target = target(&tx, &who, config_id).await?;
     if let Some(key) = &key
         && let Some(existing) = find_by_key(&tx, config_id, key, &digest).await?
     {
@@ -80,7 +95,7 @@ async fn create(
         }
         return Ok(json(StatusCode::OK, &existing));
     }
-    let target = check_preconditions(&tx, &state, config_id, &req.options).await?;
+    check_preconditions(&tx, &state, &target, &req.options).await?;
     let build = choose_build(&tx, &state, &target, req.options.force_rebuild).await?;
     let run_id = ade_common::ids::new_id();
     let options = serde_json::to_value(&req.options).expect("options serialize");
@@ -153,39 +168,43 @@ fn checked_key(key: String) -> Result<String, ApiError> {
     Ok(key)
 }
 
-/// Checks everything a new run needs; returns the build target.
-async fn check_preconditions(
-    tx: &Transaction<'_>,
-    state: &AppState,
-    config_id: Uuid,
-    options: &RunOptions,
-) -> Result<Target, ApiError> {
+/// The configuration as a build target, if `who` may see it (else 404).
+async fn target(tx: &Transaction<'_>, who: &Principal, config_id: Uuid) -> Result<Target, ApiError> {
     let config = tx
         .query_opt(
             "SELECT workspace_id, content_digest FROM configurations WHERE id = $1",
             &[&config_id],
         )
         .await?
+        .filter(|row| who.sees(row.get(0)))
         .ok_or(ApiError::NotFound("configuration"))?;
-    let workspace_id: Uuid = config.get(0);
-    let found: i64 = tx
-        .query_one(
-            "SELECT count(*) FROM documents WHERE workspace_id = $1 AND id = ANY($2)",
-            &[&workspace_id, &options.document_ids],
+    Ok(Target {
+        workspace_id: config.get(0),
+        configuration_id: config_id,
+        config_digest: config.get(1),
+    })
+}
+
+/// Checks the documents (held against deletion until commit) and the queue.
+async fn check_preconditions(
+    tx: &Transaction<'_>,
+    state: &AppState,
+    target: &Target,
+    options: &RunOptions,
+) -> Result<(), ApiError> {
+    let found = tx
+        .query(
+            "SELECT id FROM documents WHERE workspace_id = $1 AND id = ANY($2) FOR SHARE",
+            &[&target.workspace_id, &options.document_ids],
         )
-        .await?
-        .get(0);
-    if found != options.document_ids.len() as i64 {
+        .await?;
+    if found.len() != options.document_ids.len() {
         return Err(ApiError::NotFound("document"));
     }
     if queue::is_full(tx, state.settings.max_queued_runs).await? {
         return Err(ApiError::QueueFull);
     }
-    Ok(Target {
-        workspace_id,
-        configuration_id: config_id,
-        config_digest: config.get(1),
-    })
+    Ok(())
 }
 
 /// The build the run will use: ready, in progress, or newly queued. A failed

@@ -2,7 +2,8 @@
 
 use crate::error::ApiError;
 use crate::routes::event_pages::{EventsQuery, events};
-use crate::routes::with;
+use crate::auth::Principal;
+use crate::routes::authed;
 use crate::state::AppState;
 use ade_common::events::{Envelope, MAX_PAGE, StreamRef};
 use uuid::Uuid;
@@ -15,13 +16,13 @@ use warp::reply::Response;
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let page = warp::path!("runs" / Uuid / "events")
         .and(warp::get())
-        .and(with(state.clone()))
+        .and(authed(state.clone()))
         .and(warp::query::<EventsQuery>())
         .and(warp::header::headers_cloned())
         .then(page);
     let logfile = warp::path!("runs" / Uuid / "logfile")
         .and(warp::get())
-        .and(with(state))
+        .and(authed(state))
         .then(logfile);
     page.or(logfile)
         .unify()
@@ -32,16 +33,21 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 async fn page(
     id: Uuid,
     state: AppState,
+    who: Result<Principal, ApiError>,
     q: EventsQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    super::find(&state, id).await?;
+    super::find(&state, &who?, id).await?;
     events(state, StreamRef::Run(id), q, &headers).await
 }
 
 /// Streams every event as NDJSON, a page at a time, so a long log never sits in memory.
-async fn logfile(id: Uuid, state: AppState) -> Result<Response, ApiError> {
-    super::find(&state, id).await?;
+async fn logfile(
+    id: Uuid,
+    state: AppState,
+    who: Result<Principal, ApiError>,
+) -> Result<Response, ApiError> {
+    super::find(&state, &who?, id).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
     tokio::spawn(async move {
         let mut after = 0;

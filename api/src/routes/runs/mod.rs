@@ -6,7 +6,8 @@ pub mod events;
 pub mod outputs;
 pub mod resource;
 
-use super::{PageQuery, json, page, with};
+use super::{PageQuery, authed, json, page};
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
 use resource::{COLUMNS, RunResource};
@@ -22,15 +23,21 @@ use warp::reply::Response;
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let get = warp::path!("runs" / Uuid)
         .and(warp::get())
-        .and(with(state.clone()))
+        .and(authed(state.clone()))
         .then(get);
     let list = warp::path!("workspaces" / Uuid / "runs")
         .and(warp::get())
-        .and(with(state.clone()))
+        .and(authed(state.clone()))
         .and(warp::query::<ListQuery>())
         .then(list);
+    let delete = warp::path!("runs" / Uuid)
+        .and(warp::delete())
+        .and(authed(state.clone()))
+        .then(delete);
     create::routes(state.clone())
         .or(get.map(warp::Reply::into_response))
+        .unify()
+        .or(delete.map(warp::Reply::into_response))
         .unify()
         .or(list.map(warp::Reply::into_response))
         .unify()
@@ -43,16 +50,54 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-async fn get(id: Uuid, state: AppState) -> Result<Response, ApiError> {
-    Ok(json(StatusCode::OK, &find(&state, id).await?))
+async fn get(
+    id: Uuid,
+    state: AppState,
+    who: Result<Principal, ApiError>,
+) -> Result<Response, ApiError> {
+    Ok(json(StatusCode::OK, &find(&state, &who?, id).await?))
 }
 
-/// The run, or 404 `run_not_found`.
-pub async fn find(state: &AppState, id: Uuid) -> Result<RunResource, ApiError> {
+/// Deletes a terminal run with its events and files (409 while it is open).
+async fn delete(
+    id: Uuid,
+    state: AppState,
+    who: Result<Principal, ApiError>,
+) -> Result<Response, ApiError> {
+    find(&state, &who?, id).await?;
+    let mut db = state.db().await?;
+    match ade_common::lifecycle::runs::delete(&mut db, id).await? {
+        ade_common::lifecycle::runs::Deleted::Deleted => {}
+        ade_common::lifecycle::runs::Deleted::Open(status) => {
+            return Err(ApiError::Conflict {
+                code: "run_not_terminal",
+                detail: format!("the run is {status}; cancel it first"),
+            });
+        }
+        ade_common::lifecycle::runs::Deleted::Missing => return Err(ApiError::NotFound("run")),
+    }
+    if let Err(e) = tokio::fs::remove_dir_all(state.data_dir.run(id)).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(run.id = %id, error = %e, "the run's files could not be removed");
+    }
+    Ok(warp::Reply::into_response(warp::reply::with_status(
+        warp::reply(),
+        StatusCode::NO_CONTENT,
+    )))
+}
+
+/// The run if `who` may see it, or 404 `run_not_found`.
+pub async fn find(state: &AppState, who: &Principal, id: Uuid) -> Result<RunResource, ApiError> {
     let row = state
         .db()
         .await?
-        .query_opt(&format!("SELECT {COLUMNS} FROM runs WHERE id = $1"), &[&id])
+        .query_opt(
+            &format!(
+                "SELECT {COLUMNS} FROM runs WHERE id = $1 AND ($2::uuid IS NULL OR workspace_id = $2)"
+            ),
+            &[&id, &who.workspace()],
+        )
         .await?
         .ok_or(ApiError::NotFound("run"))?;
     Ok(RunResource::from(&row))
@@ -67,8 +112,13 @@ struct ListQuery {
     cursor: Option<Uuid>,
 }
 
-async fn list(ws: Uuid, state: AppState, q: ListQuery) -> Result<Response, ApiError> {
-    super::workspaces::find(&state, ws).await?;
+async fn list(
+    ws: Uuid,
+    state: AppState,
+    who: Result<Principal, ApiError>,
+    q: ListQuery,
+) -> Result<Response, ApiError> {
+    super::workspaces::find(&state, &who?, ws).await?;
     let limit = PageQuery {
         limit: q.limit,
         cursor: q.cursor,

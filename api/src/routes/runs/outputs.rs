@@ -6,7 +6,8 @@
 //! is a regular file (a FIFO or device planted later is never read).
 
 use crate::error::ApiError;
-use crate::routes::{json, with};
+use crate::auth::Principal;
+use crate::routes::{authed, json};
 use crate::state::AppState;
 use ade_common::runs::OutputFile;
 use ade_common::storage::content_type_for;
@@ -34,11 +35,11 @@ struct Outputs {
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let list = warp::path!("runs" / Uuid / "outputs")
         .and(warp::get())
-        .and(with(state.clone()))
+        .and(authed(state.clone()))
         .then(list);
     let download = warp::path!("runs" / Uuid / "outputs" / String)
         .and(warp::get())
-        .and(with(state))
+        .and(authed(state))
         .then(download);
     list.or(download)
         .unify()
@@ -46,14 +47,20 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-/// The run's recorded outputs and the attempt that wrote them; 404 if no run.
-async fn recorded(state: &AppState, id: Uuid) -> Result<(Option<i32>, Vec<OutputFile>), ApiError> {
+/// The run's recorded outputs and the attempt that wrote them; 404 if the
+/// run does not exist or `who` may not see it.
+async fn recorded(
+    state: &AppState,
+    who: &Principal,
+    id: Uuid,
+) -> Result<(Option<i32>, Vec<OutputFile>), ApiError> {
     let row = state
         .db()
         .await?
         .query_opt(
-            "SELECT output_attempt, outputs FROM runs WHERE id = $1",
-            &[&id],
+            "SELECT output_attempt, outputs FROM runs
+             WHERE id = $1 AND ($2::uuid IS NULL OR workspace_id = $2)",
+            &[&id, &who.workspace()],
         )
         .await?
         .ok_or(ApiError::NotFound("run"))?;
@@ -61,8 +68,12 @@ async fn recorded(state: &AppState, id: Uuid) -> Result<(Option<i32>, Vec<Output
     Ok((row.get(0), files))
 }
 
-async fn list(id: Uuid, state: AppState) -> Result<Response, ApiError> {
-    let (_, files) = recorded(&state, id).await?;
+async fn list(
+    id: Uuid,
+    state: AppState,
+    who: Result<Principal, ApiError>,
+) -> Result<Response, ApiError> {
+    let (_, files) = recorded(&state, &who?, id).await?;
     let files = files
         .into_iter()
         .map(|file| Listed {
@@ -73,9 +84,15 @@ async fn list(id: Uuid, state: AppState) -> Result<Response, ApiError> {
     Ok(json(StatusCode::OK, &Outputs { files }))
 }
 
-async fn download(id: Uuid, name: String, state: AppState) -> Result<Response, ApiError> {
+async fn download(
+    id: Uuid,
+    name: String,
+    state: AppState,
+    who: Result<Principal, ApiError>,
+) -> Result<Response, ApiError> {
+    let who = who?;
     let name = percent_decode(&name).ok_or(ApiError::NotFound("output"))?;
-    let (attempt, files) = recorded(&state, id).await?;
+    let (attempt, files) = recorded(&state, &who, id).await?;
     let (Some(attempt), Some(file)) = (attempt, files.iter().find(|f| f.name == name)) else {
         return Err(ApiError::NotFound("output"));
     };
