@@ -25,6 +25,7 @@ pub mod builds;
 pub mod cache;
 pub mod engine;
 pub mod events;
+pub mod fdpass;
 pub mod fleet;
 pub mod lease;
 pub mod outputs;

@@ -63,7 +63,7 @@ pub struct Guard {
 pub async fn run<F, Fut>(
     mut cmd: Command,
     guard: Guard,
-    mut on_line: F,
+    on_line: F,
 ) -> Result<i32, ProcessError>
 where
     F: FnMut(Channel, String) -> Fut,
@@ -92,22 +92,62 @@ where
         _ => ProcessError::Io(e),
     })?;
     let pgid = child.id().expect("a just-spawned child has a pid") as i32;
-    let (tx, mut rx) = mpsc::channel(256);
-    let mut readers = tokio::task::JoinSet::new();
-    readers.spawn(read_lines(
-        child.stdout.take().expect("piped"),
-        Channel::Stdout,
-        tx.clone(),
-    ));
-    readers.spawn(read_lines(
-        child.stderr.take().expect("piped"),
-        Channel::Stderr,
-        tx.clone(),
-    ));
+    let mut outputs: Vec<(Channel, Output)> = vec![
+        (Channel::Stdout, Box::new(child.stdout.take().expect("piped"))),
+        (Channel::Stderr, Box::new(child.stderr.take().expect("piped"))),
+    ];
     if let Some((reader, writer)) = pipe {
         drop(writer);
         let receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(reader)?;
-        readers.spawn(read_lines(receiver, Channel::Events, tx.clone()));
+        outputs.push((Channel::Events, Box::new(receiver)));
+    }
+    supervise(Spawned { child, pgid }, outputs, guard, on_line).await
+}
+
+/// One output stream of a supervised process.
+pub type Output = Box<dyn AsyncRead + Unpin + Send>;
+
+/// A started process that the supervisor waits for and kills.
+pub trait Supervised {
+    /// Its exit code (128 + signal for a signalled process).
+    fn wait(&mut self) -> impl Future<Output = io::Result<i32>> + Send;
+    /// Kills it together with everything it started.
+    fn kill(&mut self);
+}
+
+/// A child spawned by [`run`], leading its own process group.
+struct Spawned {
+    child: tokio::process::Child,
+    pgid: i32,
+}
+
+impl Supervised for Spawned {
+    async fn wait(&mut self) -> io::Result<i32> {
+        self.child.wait().await.map(exit_code)
+    }
+
+    fn kill(&mut self) {
+        kill_group(self.pgid);
+    }
+}
+
+/// Reads a started process's outputs line by line into `on_line`, under
+/// `guard`'s deadline and cancel; kills it when it exits or is stopped.
+pub async fn supervise<C, F, Fut>(
+    mut child: C,
+    outputs: Vec<(Channel, Output)>,
+    guard: Guard,
+    mut on_line: F,
+) -> Result<i32, ProcessError>
+where
+    C: Supervised,
+    F: FnMut(Channel, String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let (tx, mut rx) = mpsc::channel(256);
+    let mut readers = tokio::task::JoinSet::new();
+    for (channel, output) in outputs {
+        readers.spawn(read_lines(output, channel, tx.clone()));
     }
     drop(tx);
 
@@ -126,12 +166,12 @@ where
                 },
                 None => lines_open = false,
             },
-            status = child.wait() => break status.map(exit_code).map_err(ProcessError::from),
+            status = child.wait() => break status.map_err(ProcessError::from),
             _ = &mut deadline => break Err(ProcessError::Timeout(guard.timeout)),
             _ = guard.cancel.cancelled() => break Err(ProcessError::Cancelled),
         }
     };
-    kill_group(pgid);
+    child.kill();
     let _ = child.wait().await;
     // Pipes close once every process holding them is gone; a process that
     // escaped the group could hold them open, so draining is bounded.
@@ -146,10 +186,7 @@ where
     } else {
         Duration::from_millis(200)
     };
-    if tokio::time::timeout(drain_for, drain)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(drain_for, drain).await.is_err() {
         readers.abort_all();
     }
     outcome
