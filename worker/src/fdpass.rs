@@ -42,6 +42,13 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Registers our end of a pair with the runtime.
+pub fn register(socket: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd keeps its descriptor open and unchanged for as long
+    // as it lives, which is the AsyncFd's lifetime.
+    unsafe { AsyncFd::register(socket) }.map_err(|e| e.into_parts().1)
+}
+
 /// Sends one message with `fds` attached.
 pub async fn send(socket: &AsyncFd<OwnedFd>, message: &[u8], fds: &[RawFd]) -> io::Result<()> {
     assert!(fds.len() <= MAX_FDS, "too many descriptors for one message");
@@ -126,9 +133,9 @@ mod tests {
     #[tokio::test]
     async fn a_message_and_its_descriptors_arrive_together() {
         let (ours, theirs) = seqpacket_pair().unwrap();
-        let ours = AsyncFd::new(ours).unwrap();
+        let ours = register(ours).unwrap();
         set_nonblocking(theirs.as_raw_fd()).unwrap();
-        let theirs = AsyncFd::new(theirs).unwrap();
+        let theirs = register(theirs).unwrap();
         let (reader, writer) = pipe().unwrap();
         send(&ours, b"hello", &[writer.as_raw_fd()]).await.unwrap();
         drop(writer);

@@ -13,6 +13,8 @@
 //! - [`engine`]: inputs, the engine subprocess, and its events.
 //! - [`outputs`]: publishing an attempt's output files (regular files only).
 //! - [`process`]: guarded subprocesses (process group, deadline, cancel).
+//! - [`pool`]: the warm engine pool, one [`zygote`] per build and host.
+//! - [`fdpass`]: messages with descriptors over a seqpacket socket.
 //! - [`stop`]: why an in-flight run is stopped early (cancel, lost lease, shutdown).
 //! - [`fleet`]: this worker's heartbeat and the reaper of lost runs.
 //! - [`events`]: batched, fenced event writes for one stream.
@@ -29,6 +31,7 @@ pub mod fdpass;
 pub mod fleet;
 pub mod lease;
 pub mod outputs;
+pub mod pool;
 pub mod process;
 pub mod queue;
 pub mod runs;
@@ -37,6 +40,7 @@ pub mod slots;
 pub mod stop;
 pub mod venv;
 pub mod wheels;
+pub mod zygote;
 
 use ade_common::amqp::Topology;
 use ade_common::events::Origin;
