@@ -25,7 +25,7 @@ def _user_transform(name: str, function):
 
 
 def pipeline(field, order: str = "MDY"):
-    """The function that normalizes one cell of `field`'s column."""
+    """The function that normalizes one cell of `field`'s column (its `.cache` maps text to results)."""
     parser = PARSERS[field.type]
     if field.type == "date":
         def parser(value, _order=order):
@@ -58,4 +58,5 @@ def pipeline(field, order: str = "MDY"):
             cache[key] = result
         return result
 
+    convert.cache = cache
     return convert

@@ -8,7 +8,7 @@ row, a note (a lone text cell in a wide table), a repeated header (skipped),
 or the header of a new table, which ends the current one.
 """
 
-from .headers import is_header_like
+from .headers import looks_like_data
 
 WINDOW_ROWS = 25          # non-blank rows scored when looking for a header
 MAX_WINDOW_ROWS = 400     # rows (blank included) in one window
@@ -45,9 +45,7 @@ def data_like(cells) -> int:
     for cell in cells:
         if cell is None:
             continue
-        if type(cell) is not str:
-            count += 1
-        elif cell.strip() and not is_header_like(cell):
+        if type(cell) is not str or looks_like_data(cell):
             count += 1
     return count
 
@@ -208,7 +206,7 @@ class Scanner:
                 self._push([row])
                 return
             if label != "data":
-                kind = self._classify(cells, forms, gap, wide)
+                kind = self._classify(cells, forms, header.cells, gap, wide)
                 if kind == "new_table":
                     self._push([row])
                     return
@@ -219,37 +217,50 @@ class Scanner:
             gap = False
             yield number, cells
 
-    def _classify(self, cells, forms, gap: bool, wide: bool) -> str | None:
-        """What a non-data row is (blank, totals, notes, repeated_headers, new_table), or None for data."""
-        if is_blank(cells):
-            return "blank"
-        first = next((c for c in cells if c is not None and c != ""), None)
-        if type(first) is str and first.lstrip()[:1].lower() in "tgs" and is_totals(cells):
-            return "totals"
-        hits = 0
+    def _classify(self, cells, forms, header_cells, gap: bool, wide: bool) -> str | None:
+        """What a non-data row is (blank, totals, notes, repeated_headers, new_table), or None for data.
+
+        Called for every row, so the common case (a data row) costs a few string operations.
+        """
+        first = None
         for cell in cells:
-            if type(cell) is str and cell and cell.strip().lower().rstrip(":").strip() in forms:
-                hits += 1
-        values = None
-        if hits >= 2:
-            values = filled(cells)
-            if hits * 2 >= len(values):
-                return "new_table" if gap else "repeated_headers"
+            if cell is not None and (type(cell) is not str or cell.strip()):
+                first = cell
+                break
+        if first is None:
+            return "blank"
+        if type(first) is str:
+            key = first.strip().lower()
+            if key[:1] in "tgs" and is_totals(cells):
+                return "totals"
+            if key.rstrip(":").strip() in forms:
+                kind = self._header_row(cells, forms, header_cells, gap)
+                if kind:
+                    return kind
         if gap:
-            values = values if values is not None else filled(cells)
+            values = filled(cells)
             score, matched = self._candidate(values, False)
             if matched >= max(2, self.minimum) and score > 0:
                 return "new_table"
-        if wide and len(cells) > 1:
-            values = values if values is not None else filled(cells)
-            if len(values) == 1 and _is_note(values[0]):
+        if wide and len(cells) - cells.count("") - cells.count(None) <= 1:
+            values = filled(cells)
+            if len(values) == 1 and _is_note(values[0], gap):
                 return "notes"
         return None
 
+    def _header_row(self, cells, forms, header_cells, gap: bool) -> str | None:
+        """`repeated_headers` or `new_table` when most filled cells are header spellings."""
+        values = filled(cells)
+        hits = sum(1 for c in values if type(c) is str and c.strip().lower().rstrip(":").strip() in forms)
+        if hits < 2 or hits * 2 < len(values):
+            return None
+        same = [_text(c).lower() for c in cells] == [c.lower() for c in header_cells]
+        return "repeated_headers" if same and not gap else "new_table"
 
-def _is_note(value) -> bool:
-    """A lone cell that reads as a remark: text with words, a trailing colon, or long."""
+
+def _is_note(value, gap: bool) -> bool:
+    """A lone cell that reads as a remark (words, a trailing colon, long) or a title after a gap."""
     if type(value) is not str or not any(c.isalpha() for c in value):
         return False
     text = value.strip()
-    return " " in text or text.endswith(":") or len(text) > 30
+    return gap or " " in text or text.endswith(":") or len(text) > 30

@@ -5,17 +5,22 @@ from .text import compact, similarity, tokens
 _CACHE_LIMIT = 20000
 
 
+def looks_like_data(text: str) -> bool:
+    """Text that reads as a value, not a heading: an email, or mostly digits (ids, dates, amounts)."""
+    if "@" in text:
+        return True
+    digits = sum(1 for c in text if c.isdigit())
+    return digits > 0 and digits * 2 >= sum(1 for c in text if not c.isspace())
+
+
 def is_header_like(value) -> bool:
-    """Text that could be a column header: not a number, date, email or long sentence."""
+    """Text that could be a column header: short, with letters, not data."""
     if type(value) is not str:
         return False
     text = value.strip()
-    if not text or len(text) > 60 or "@" in text:
+    if not text or len(text) > 60 or text.count(" ") >= 7 or looks_like_data(text):
         return False
-    letters = sum(1 for c in text if c.isalpha())
-    if letters < 1 or letters < 0.5 * sum(1 for c in text if not c.isspace()):
-        return False
-    return text.count(" ") < 7
+    return any(c.isalpha() for c in text)
 
 
 class HeaderScorer:

@@ -41,8 +41,14 @@ class RunState:
         self.row_label = self._row_label if config.row_detectors else _no_label
 
     def _row_label(self, number: int, cells) -> str | None:
+        row = _Row(number, cells)
         for name, detector in self.config.row_detectors:
-            label = usercode.call(f"row detector {name}", detector, _Row(number, cells))
+            try:
+                label = detector(row)
+            except MemoryError:
+                raise
+            except (Exception, SystemExit) as exc:
+                raise usercode.wrap(exc, f"row detector {name}") from exc
             if label is None:
                 continue
             if label not in _ROW_LABELS:

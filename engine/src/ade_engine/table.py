@@ -168,7 +168,7 @@ class TableRun:
                 job.say(f"  no column for {field.name}")
 
     def _rows(self, rows, plan, table, outputs) -> int:
-        """The hot loop: one pass over the data rows."""
+        """The hot loop: one pass over the data rows, a list comprehension per row."""
         job = self.job
         csv_write, sheet_write = outputs.csv_write, outputs.sheet_write
         validators = [(name, fn, _arity(fn) == 2) for name, fn in self.config.validators]
@@ -176,35 +176,34 @@ class TableRun:
         names = [f.name for f, *_ in plan.fields]
         row_ctx = RowContext(table)
         kept = [c.index for c in plan.kept]
-        uniques = {f.name: {} for f, *_ in plan.fields if f.unique}
-        steps = [(f.name, f.required and index is not None, index, convert, header, col_letter,
-                  uniques.get(f.name)) for f, index, convert, header, col_letter in plan.fields]
-        needs_format = job.typed_cells or any(f.type not in ("string", "email", "phone", "id")
+        # Unmapped fields read column 0 (every row has one) through a pipeline that yields None.
+        pairs = [(index if index is not None else 0, convert if index is not None else _none)
+                 for _, index, convert, _, _ in plan.fields]
+        # The pipelines' caches, read inline: most cells repeat (names, dates), and a call costs.
+        lookups = [(index, convert.cache.get, convert) for index, convert in pairs]
+        required = [p for p, (f, index, *_) in enumerate(plan.fields) if f.required and index is not None]
+        uniques = [(p, {}) for p, (f, index, *_) in enumerate(plan.fields) if f.unique and index is not None]
+        needs_format = job.typed_cells or any(f.type in ("number", "integer", "boolean")
                                               for f, *_ in plan.fields)
         count = 0
         for number, cells in rows:
             width = len(cells)
-            out = []
-            for name, required, index, convert, header, col_letter, seen in steps:
-                raw = cells[index] if index is not None and index < width else None
-                value = convert(raw)
-                if value is None:
-                    if required:
-                        self._issue(number, header, f"{col_letter}{number}", name, None, "error",
-                                    "missing_value", f"{name} is required but empty")
-                elif type(value) is Invalid:
-                    self._issue(number, header, f"{col_letter}{number}", name, raw, "error",
-                                f"invalid_{job.types[name]}", f"{value.message}: {text_of(raw)[:80]!r}")
-                    value = text_of(raw)
-                elif seen is not None:
-                    self._unique(seen, value, number, name, header, col_letter)
-                out.append(value)
+            out = [None if index >= width else hit if (hit := get(cells[index])) is not None
+                   else convert(cells[index]) for index, get, convert in lookups]
+            if required and None in out:
+                self._missing(out, required, names, columns, number)
+            if _INVALID in map(type, out):
+                self._invalid(out, cells, pairs, names, columns, number)
+            for position, seen in uniques:
+                value = out[position]
+                if value is not None and type(value) is not Invalid:
+                    self._unique(seen, value, number, names[position], *columns[names[position]])
             if validators:
                 row_ctx.row = number
                 self._validate(validators, dict(zip(names, out)), row_ctx, columns, number)
-            for index in kept:
-                cell = cells[index] if index < width else None
-                out.append(cell.strip() if type(cell) is str else cell)
+            if kept:
+                out.extend([(cells[i].strip() if type(cells[i]) is str else cells[i]) if i < width else None
+                            for i in kept])
             if csv_write is not None:
                 csv_write([_csv_text(v) for v in out] if needs_format else out)
             if sheet_write is not None and not sheet_write(out):
@@ -216,6 +215,26 @@ class TableRun:
             if not count & 2047:
                 job.progress(self.sheet, count)
         return count
+
+    def _missing(self, out, required, names, columns, number) -> None:
+        for position in required:
+            if out[position] is None:
+                name = names[position]
+                header, col_letter = columns[name]
+                self._issue(number, header, f"{col_letter}{number}", name, None, "error", "missing_value",
+                            f"{name} is required but empty")
+
+    def _invalid(self, out, cells, pairs, names, columns, number) -> None:
+        """Report rejected values and keep their original text in the output."""
+        for position, value in enumerate(out):
+            if type(value) is not Invalid:
+                continue
+            raw = cells[pairs[position][0]]
+            name = names[position]
+            header, col_letter = columns[name]
+            self._issue(number, header, f"{col_letter}{number}", name, raw, "error",
+                        f"invalid_{self.job.types[name]}", f"{value.message}: {text_of(raw)[:80]!r}")
+            out[position] = text_of(raw)
 
     def _unique(self, seen: dict, value, number: int, name: str, header, col_letter) -> None:
         key = value if type(value) is not str else value.casefold()
@@ -230,7 +249,9 @@ class TableRun:
         for name, validator, with_row in validators:
             try:
                 result = validator(record, row_ctx) if with_row else validator(record)
-                found = list(result) if result is not None else ()
+                if result is None:
+                    continue
+                found = [result] if isinstance(result, (str, dict)) else list(result)
             except MemoryError:
                 raise
             except (Exception, SystemExit) as exc:
@@ -279,6 +300,16 @@ class TableRun:
             "issues": {"errors": self.errors, "warnings": self.warnings},
             "outputs": names,
         }
+
+
+_INVALID = Invalid
+
+
+def _none(value):
+    return None
+
+
+_none.cache = {}
 
 
 def _arity(function) -> int:

@@ -43,6 +43,8 @@ def _is_stdlib(filename: str) -> bool:
 def wrap(exc: BaseException, what: str) -> ConfigError:
     """A ConfigError for an exception raised by configuration code while doing `what`."""
     file, line = user_frame(exc.__traceback__)
+    if isinstance(exc, SyntaxError) and exc.filename:
+        file, line = exc.filename, exc.lineno
     where = f" ({file}, line {line})" if file else ""
     if isinstance(exc, SystemExit):
         detail = f"called sys.exit({exc.code!r})"

@@ -16,6 +16,7 @@ _WEEKDAYS = frozenset({"mon", "tue", "tues", "wed", "thu", "thur", "thurs", "fri
                        "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"})
 _EXCEL_EPOCH = _dt.date(1899, 12, 30)
 _EMAIL_LOCAL_EXTRA = frozenset("!#$%&'*+/=?^_`{|}~.-")
+_EMAIL_LOCAL_ASCII = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") | _EMAIL_LOCAL_EXTRA
 _PHONE_SEPARATORS = frozenset(" -./()")
 _TRUE = frozenset({"true", "yes", "y", "1", "x", "t", "on", "✓", "✔"})
 _FALSE = frozenset({"false", "no", "n", "0", "f", "off", ""})
@@ -57,7 +58,7 @@ def text_of(value) -> str:
 
 def parse_email(value):
     """`Ada@Example.ORG` → `ada@example.org`; `mailto:` and `<…>` are stripped."""
-    text = text_of(value)
+    text = value.strip() if type(value) is str else text_of(value)
     if text[:7].lower() == "mailto:":
         text = text[7:]
     if text.startswith("<") and text.endswith(">"):
@@ -73,24 +74,27 @@ def parse_email(value):
 def _valid_local(local: str) -> bool:
     if not local or len(local) > 64 or local[0] == "." or local[-1] == "." or ".." in local:
         return False
+    if local.isascii():
+        return _EMAIL_LOCAL_ASCII.issuperset(local)
     return all(c.isalnum() or c in _EMAIL_LOCAL_EXTRA for c in local)
 
 
 def _valid_domain(domain: str) -> bool:
     labels = domain.split(".")
-    if len(labels) < 2 or len(domain) > 253:
+    if len(labels) < 2 or len(domain) > 253 or not labels[-1].isalpha() or len(labels[-1]) < 2:
         return False
-    for label in labels:
-        if not label or label[0] == "-" or label[-1] == "-" or not label.replace("-", "").isalnum():
-            return False
-    return labels[-1].isalpha() and len(labels[-1]) >= 2
+    if domain.replace(".", "").replace("-", "").isalnum() and "-." not in domain and ".-" not in domain:
+        return domain[0] not in ".-" and domain[-1] != "-" and ".." not in domain
+    return False
 
 
 def parse_phone(value):
     """Separators become `-`, `00` becomes `+`, an extension is kept as ` x123`: 7 to 15 digits."""
     if type(value) in (int, float) and value == int(value):
         value = str(int(value))
-    text = text_of(value)
+    text = value.strip() if type(value) is str else text_of(value)
+    if text.endswith(".0") and text[:-2].isdigit():
+        text = text[:-2]
     main, extension = _split_extension(text)
     if main.startswith("00"):
         main = "+" + main[2:]
@@ -115,6 +119,8 @@ def parse_phone(value):
 
 
 def _split_extension(text: str) -> tuple[str, str]:
+    if text.isdigit() or not any(c.isalpha() or c == "#" for c in text):
+        return text, ""
     lower = text.lower()
     for marker in ("extension", "ext.", "ext", " x", "#"):
         at = lower.rfind(marker)
@@ -153,7 +159,10 @@ def parse_date(value, order: str = "MDY"):
         return value
     if kind in (int, float):
         return from_serial(value)
-    text = text_of(value)
+    text = value.strip() if kind is str else text_of(value)
+    if len(text) == 10 and text[4] == "-" and text[7] == "-" and text[:4].isdigit() \
+            and text[5:7].isdigit() and text[8:].isdigit():
+        return _build(int(text[:4]), int(text[5:7]), int(text[8:]))
     parts, dots = _date_parts(text)
     if parts is None:
         return Invalid("not a date")
@@ -321,15 +330,15 @@ def parse_boolean(value):
 
 def parse_id(value):
     """An identifier as text: `1001.0` → `1001`; inner whitespace is refused."""
-    text = text_of(value)
-    if any(c.isspace() for c in text):
+    text = value.strip() if type(value) is str else text_of(value)
+    if " " in text or not text.isprintable():
         return Invalid("an identifier has no spaces")
     return text
 
 
 def parse_string(value):
     """Text with inner runs of whitespace collapsed."""
-    text = text_of(value)
+    text = value.strip() if type(value) is str else text_of(value)
     if "  " in text or "\n" in text or "\t" in text or "\r" in text:
         text = " ".join(text.split())
     return text

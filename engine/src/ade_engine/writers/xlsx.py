@@ -102,7 +102,21 @@ class SheetWriter:
         if self.rows >= MAX_ROWS:
             self.full = True
             return False
-        self._buffer.append("<row>" + "".join([_cell(v) for v in values]) + "</row>")
+        cells = []
+        for value in values:
+            if type(value) is str:
+                if not value:
+                    cells.append("<c/>")
+                    continue
+                if "&" in value or "<" in value or ">" in value or len(value) > MAX_TEXT \
+                        or not value.isprintable():
+                    value = escape(value)
+                cells.append('<c t="inlineStr"><is><t xml:space="preserve">' + value + "</t></is></c>")
+            elif value is None:
+                cells.append("<c/>")
+            else:
+                cells.append(_cell(value))
+        self._buffer.append("<row>" + "".join(cells) + "</row>")
         self.rows += 1
         if len(self._buffer) >= 512:
             return self._flush()

@@ -2,10 +2,9 @@
 
 
 def comment_lines(row):
-    """Lines starting with '#' are export comments, never data."""
-    first = next((v for v in row.values if v not in (None, "")), None)
-    if isinstance(first, str) and first.lstrip().startswith("#") and len(first.strip()) > 1 \
-            and not first.strip()[1:].strip().isdigit():
+    """Lines like `# exported 2024-03-01` are export comments, never data (called for every row)."""
+    first = row.values[0] if row.values else None
+    if isinstance(first, str) and first.startswith("# ") and len(row.values) == 1:
         return "skip"
     return None
 
