@@ -133,13 +133,13 @@ def engine(tmp_path, capsys, monkeypatch):
     return run
 
 
-def run_process(args, env_extra=None, preexec_fn=None, config_src=TEMPLATE_SRC, cwd=None):
+def run_process(args, env_extra=None, preexec_fn=None, config_src=TEMPLATE_SRC, cwd=None, pass_fds=()):
     """Run `python -m ade_engine ...` as its own process; (returncode, stdout, stderr)."""
     env = {k: v for k, v in os.environ.items() if k != "ADE_EVENTS_FD"}
     env["PYTHONPATH"] = os.pathsep.join([os.path.abspath(ENGINE_SRC), os.path.abspath(config_src)])
     env.update(env_extra or {})
     done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
-                          preexec_fn=preexec_fn, cwd=cwd, timeout=120)
+                          preexec_fn=preexec_fn, cwd=cwd, timeout=120, pass_fds=pass_fds)
     return done.returncode, done.stdout, done.stderr
 
 

@@ -21,11 +21,14 @@ _SAMPLES = {
 
 
 class _SmokeRow:
-    """Stands in for the RowContext of a two-argument validator."""
+    """Stands in for the RowContext of a two-argument validator (an empty run state)."""
 
-    row = 1
-    table = None
-    run = None
+    def __init__(self, config):
+        from .context import RunContext
+
+        self.row = 1
+        self.table = None
+        self.run = RunContext(["sample.csv"], "out", True, False, [], config.settings, config.fields)
 
 
 def smoke_test(config) -> list[str]:
@@ -47,7 +50,7 @@ def smoke_test(config) -> list[str]:
                 _check(problems, f"transform {name} of {field.name}", transform, ("Sample Text",),
                        lambda r: True, "")
     for name, validator in config.validators:
-        args = (record,) if _arity(validator) == 1 else (record, _SmokeRow())
+        args = (record,) if _arity(validator) == 1 else (record, _SmokeRow(config))
         _check(problems, f"validator {name}", lambda *a, v=validator: list(v(*a) or ()), args,
                lambda r: all(isinstance(i, (str, dict)) for i in r), "yield message strings or dicts")
     return problems

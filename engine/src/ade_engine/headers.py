@@ -47,7 +47,7 @@ class HeaderScorer:
         if words:
             exact = self._exact.get(compact(words), ())
             result = tuple(1.0 if f.index in exact and words in f.variants else
-                           (0.98 if f.index in exact else max(similarity(words, v) for v in f.variants))
+                           (0.98 if f.index in exact else max((similarity(words, v) for v in f.variants), default=0.0))
                            for f in self.fields)
         if len(self._cache) < _CACHE_LIMIT:
             self._cache[text] = result

@@ -113,6 +113,7 @@ def _run(state: RunState, started: float) -> int:
     hook = config.hooks.get("on_run_end")
     if hook:
         usercode.call("hook on_run_end", hook, context, summary)
+    state.outputs.publish()
     issues = state.issues.counts()
     state.sink.emit("run.validation.summary", {**{k: issues[k] for k in ("errors", "warnings")},
                                                "issues": issues["total"], "by_field": issues["by_field"],

@@ -48,16 +48,15 @@ def tokens(text: str) -> tuple[str, ...]:
             chars.append(" # ")
         else:
             chars.append(" ")
-    words = []
+    words: list[str] = []
     for word in "".join(chars).split():
         word = _ABBREVIATIONS.get(word, word)
-        if word in _NOISE:
-            continue
         if word == "mail" and words and words[-1] == "e":
             words[-1] = "email"
             continue
         words.append(word)
-    return tuple(words)
+    meaningful = tuple(w for w in words if w not in _NOISE)
+    return meaningful or tuple(words)
 
 
 def compact(words: tuple[str, ...]) -> str:

@@ -1,7 +1,9 @@
 """Output files: safe names derived from the input's file name, written atomically.
 
 Every output is first written as a hidden temporary file in the output
-directory, then renamed into place; on failure the temporary is removed.
+directory; finished files are renamed into place together when the run
+succeeds (`publish`), and on failure every temporary is removed (`abort`),
+so a failed run leaves no partial outputs.
 Names use only `[A-Za-z0-9._-]`, never start with a dot and never hold a
 path separator, whatever the input was called.
 """
@@ -28,6 +30,7 @@ class Outputs:
         self.names: set[str] = set()
         self.committed: list[str] = []
         self._open: dict[str, tuple] = {}
+        self._finished: list[tuple[str, str]] = []
 
     def stem_for(self, input_name: str) -> str:
         """A stem for this input's outputs, unique within the run."""
@@ -52,11 +55,17 @@ class Outputs:
         return self._open[name][0]
 
     def commit(self, name: str) -> None:
-        """Close a finished file and move it into place."""
+        """Close a finished file; it is published with the others when the run succeeds."""
         temp, handle = self._open.pop(name)
         handle.close()
-        os.replace(temp, os.path.join(self.directory, name))
+        self._finished.append((name, temp))
         self.committed.append(name)
+
+    def publish(self) -> None:
+        """Move every finished file into place."""
+        for name, temp in self._finished:
+            os.replace(temp, os.path.join(self.directory, name))
+        self._finished.clear()
 
     def discard(self, name: str) -> None:
         """Close and drop an unfinished file."""
@@ -73,6 +82,13 @@ class Outputs:
                 pass
 
     def abort(self) -> None:
-        """Remove every unfinished file (on failure)."""
+        """Remove every temporary file, finished or not (on failure)."""
         for name in list(self._open):
             self.discard(name)
+        for _, temp in self._finished:
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
+        self._finished.clear()
+        self.committed.clear()

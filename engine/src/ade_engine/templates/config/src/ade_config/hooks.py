@@ -2,13 +2,10 @@
 a warm engine imports this package once and then runs it many times.
 """
 
-import datetime
-
 
 def on_run_start(run):
     """Called once, before the first input is read."""
     run.state["tables"] = 0
-    run.state["today"] = datetime.date.today()
 
 
 def on_table_validated(run, table):

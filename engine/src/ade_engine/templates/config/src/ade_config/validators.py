@@ -6,10 +6,10 @@ They run for every row: return None when the record is fine.
 import datetime
 
 
-def joined_in_the_past(record, row):
-    """A member cannot have joined in the future (`today` is set per run by hooks.on_run_start)."""
+def joined_in_the_past(record):
+    """A member cannot have joined in the future."""
     joined = record["joined_on"]
-    if isinstance(joined, datetime.date) and joined > row.run.state["today"]:
+    if isinstance(joined, datetime.date) and joined > datetime.date.today():
         return {"field": "joined_on", "code": "future_date", "message": f"joined on {joined}, in the future"}
     return None
 
