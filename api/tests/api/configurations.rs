@@ -13,18 +13,50 @@ pub fn zip_of(entries: &[(&str, &str)]) -> Vec<u8> {
     zip.finish().unwrap().into_inner()
 }
 
-/// The template's files with `columns.py` replaced.
+/// Files of the starter template (shipped inside the engine package).
+pub const TEMPLATE_FILES: &[&str] = &[
+    "pyproject.toml",
+    "README.md",
+    "src/ade_config/__init__.py",
+    "src/ade_config/columns.py",
+    "src/ade_config/hooks.py",
+    "src/ade_config/rows.py",
+    "src/ade_config/validators.py",
+];
+
+/// The starter template's directory.
+pub fn template_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/src/ade_engine/templates/config")
+}
+
+/// One file of the starter template.
+pub fn template_file(path: &str) -> String {
+    std::fs::read_to_string(template_dir().join(path)).unwrap()
+}
+
+/// The template's `columns.py`, where tests append code that runs when the rules are imported.
+pub fn template_columns() -> String {
+    template_file("src/ade_config/columns.py")
+}
+
+/// The template's files (under a root folder, as people zip them) with `columns.py` replaced.
 pub fn config_package(columns_py: &str) -> Vec<u8> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/templates/config");
-    let pyproject = std::fs::read_to_string(root.join("pyproject.toml")).unwrap();
-    let init = std::fs::read_to_string(root.join("src/ade_config/__init__.py")).unwrap();
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    zip_of(&[
-        ("my-config/pyproject.toml", &pyproject),
-        ("my-config/README.md", &readme),
-        ("my-config/src/ade_config/__init__.py", &init),
-        ("my-config/src/ade_config/columns.py", columns_py),
-    ])
+    let files: Vec<(String, String)> = TEMPLATE_FILES
+        .iter()
+        .map(|path| {
+            let body = if *path == "src/ade_config/columns.py" {
+                columns_py.to_owned()
+            } else {
+                template_file(path)
+            };
+            (format!("my-config/{path}"), body)
+        })
+        .collect();
+    let entries: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, b)| (p.as_str(), b.as_str()))
+        .collect();
+    zip_of(&entries)
 }
 
 #[tokio::test]
@@ -41,13 +73,9 @@ async fn configurations_come_from_the_template_or_an_upload() {
     );
     assert_eq!(template["active_build_id"], serde_json::Value::Null);
 
-    let columns = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../engine/templates/config/src/ade_config/columns.py"),
-    )
-    .unwrap();
     let uploaded = ok_json(
-        app.upload_configuration(ws, config_package(&columns)).await,
+        app.upload_configuration(ws, config_package(&template_columns()))
+            .await,
         StatusCode::CREATED,
     )
     .await;

@@ -8,6 +8,7 @@ mod infra;
 mod builds;
 mod configurations;
 mod documents;
+mod engine;
 mod reliability;
 mod runs;
 mod streams;

@@ -218,8 +218,7 @@ async fn runs_still_running_after_the_drain_period_are_handed_back() {
 
 /// A configuration whose runs start a grandchild process and then take long.
 fn lingering_package(marker: &str) -> Vec<u8> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/templates/config");
-    let columns = std::fs::read_to_string(root.join("src/ade_config/columns.py")).unwrap();
+    let columns = crate::configurations::template_columns();
     let extra = format!(
         "\nimport os as _os, subprocess as _sp, sys as _sys, time as _time\n\
          if _os.environ.get('ADE_EVENTS_FD'):\n\

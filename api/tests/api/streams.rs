@@ -6,8 +6,7 @@ use serde_json::{Value, json};
 /// The template configuration, plus `lines` lines printed during each run
 /// (`delay_s` apart), so runs produce many console events.
 pub fn chatty_package(lines: usize, delay_s: f64) -> Vec<u8> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/templates/config");
-    let columns = std::fs::read_to_string(root.join("src/ade_config/columns.py")).unwrap();
+    let columns = crate::configurations::template_columns();
     let extra = format!(
         "\nimport os as _os, time as _time\nif _os.environ.get('ADE_EVENTS_FD'):\n    for _i in range({lines}):\n        print(f'line {{_i}}', flush=True)\n        if {delay_s}:\n            _time.sleep({delay_s})\n"
     );

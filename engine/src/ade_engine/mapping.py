@@ -6,14 +6,15 @@ value evidence `v` (the share of sample values that parse as the field's
 type) as `h + (1 - h) * w * v`, where `w` says how telling values of that
 type are (emails and phones: very; dates: somewhat; ids and numbers: little).
 A header that names something else (0 < h < 0.6) halves that help; values
-that do not fit a typed field cost up to 0.3. Detector adjustments are
+that do not fit a typed field cost up to 0.3, unless the header names the
+field outright (h ≥ 0.95: then bad values are issues, not a reason to doubt). Detector adjustments are
 added last and the result is kept in 0..1.
 """
 
 from . import usercode
 from .assign import best_assignment
 from .errors import ConfigError
-from .values import PARSERS, Invalid, date_order
+from .values import PARSERS, Invalid, date_order, parse_date
 
 VALUE_WEIGHTS = {"email": 0.7, "phone": 0.65, "date": 0.5, "boolean": 0.3, "number": 0.2,
                  "integer": 0.2, "id": 0.2, "string": 0.0}
@@ -54,6 +55,10 @@ def value_score(field_type: str, values: list) -> float:
     if field_type == "string" or not values:
         return 0.0
     parser = PARSERS[field_type]
+    if field_type == "date":
+        def parser(value):
+            parsed = parse_date(value, "MDY")
+            return parse_date(value, "DMY") if type(parsed) is Invalid else parsed
     good = sum(1 for v in values if type(parser(v)) is not Invalid)
     share = good / len(values)
     if field_type == "id":
@@ -70,7 +75,7 @@ def pair_score(header: float, field_type: str, values_share: float, samples: int
     if 0 < header < 0.6:
         boost *= 0.5
     score = header + boost
-    if field_type in _PENALIZED and samples >= 3:
+    if field_type in _PENALIZED and samples >= 3 and header < 0.95:
         score -= 0.3 * (1 - values_share)
     return score
 
