@@ -79,7 +79,11 @@ async fn main() -> anyhow::Result<()> {
         assert!(!ready.reused);
     }
 
-    let pip = pip_build(&scratch, &engine_dir, &repo.join("engine/src/ade_engine/templates/config"))?;
+    let pip = pip_build(
+        &scratch,
+        &engine_dir,
+        &repo.join("engine/src/ade_engine/templates/config"),
+    )?;
     println!(
         "cache hit        p50 {:>9.3} ms  p99 {:>9.3} ms  (n={})",
         ms(pct(&mut hits, 50)),

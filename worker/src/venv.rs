@@ -260,8 +260,12 @@ impl VenvCache {
         cmd.args(args);
         cmd.env("UV_PYTHON_DOWNLOADS", "never")
             .env("UV_NO_PROGRESS", "1");
-        if let Ok(cache) = std::env::var("UV_CACHE_DIR") {
-            cmd.env("UV_CACHE_DIR", cache);
+        // The engine's dependencies (openpyxl) come from the package index at build
+        // time, so uv keeps the host's index, proxy and TLS-trust settings.
+        for name in UV_PASSTHROUGH {
+            if let Ok(value) = std::env::var(name) {
+                cmd.env(name, value);
+            }
         }
         cmd
     }
@@ -332,6 +336,25 @@ impl Step<'_> {
         Ok(())
     }
 }
+
+/// Variables `uv` keeps from the worker's environment (build steps only; the
+/// engine itself runs with a scrubbed environment).
+pub const UV_PASSTHROUGH: &[&str] = &[
+    "UV_CACHE_DIR",
+    "UV_INDEX_URL",
+    "UV_DEFAULT_INDEX",
+    "UV_EXTRA_INDEX_URL",
+    "UV_INDEX",
+    "UV_NATIVE_TLS",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+];
 
 /// A command with a minimal environment: no database or broker credentials.
 pub fn scrubbed(program: &Path) -> Command {

@@ -26,7 +26,8 @@ pub const TEMPLATE_FILES: &[&str] = &[
 
 /// The starter template's directory.
 pub fn template_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/src/ade_engine/templates/config")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../engine/src/ade_engine/templates/config")
 }
 
 /// One file of the starter template.

@@ -56,7 +56,10 @@ async fn an_xlsx_with_a_notes_sheet_is_found_mapped_validated_and_normalized() {
     for (field, header) in expected {
         let mapped = &table["mapped"][field];
         assert_eq!(mapped["column"], header, "{field}: {table}");
-        assert!(mapped["score"].as_f64().unwrap() >= 0.6, "{field}: {mapped}");
+        assert!(
+            mapped["score"].as_f64().unwrap() >= 0.6,
+            "{field}: {mapped}"
+        );
     }
     assert_eq!(table["missing_fields"], json!([]));
 
