@@ -169,6 +169,7 @@ impl VenvCache {
             .build_into(&tmp, &src, spec, cancel, &mut progress)
             .await;
         let _ = tokio::fs::remove_dir_all(&src).await;
+        let _ = tokio::fs::remove_file(src.with_extension("constraints.txt")).await;
         let marker = match result {
             Ok(marker) => marker,
             Err(e) => {
@@ -391,7 +392,8 @@ async fn valid_marker(venv: &Path, build_id: Uuid) -> Option<Marker> {
     (marker.build_id == build_id && python.is_file()).then_some(marker)
 }
 
-/// Removes what a dead builder left: temporary folders and a `.venv` without a marker.
+/// Removes what a dead builder left: temporary folders (and the constraints file
+/// beside its sources) and a `.venv` without a marker.
 async fn clear_leftovers(dir: &Path) -> anyhow::Result<()> {
     tokio::fs::create_dir_all(dir)
         .await
@@ -401,9 +403,13 @@ async fn clear_leftovers(dir: &Path) -> anyhow::Result<()> {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if name.starts_with(".venv.tmp-") || name.starts_with(".src-") || name == ".venv" {
-            tokio::fs::remove_dir_all(entry.path())
-                .await
-                .with_context(|| format!("removing {name}"))?;
+            let path = entry.path();
+            let removed = if entry.file_type().await?.is_dir() {
+                tokio::fs::remove_dir_all(&path).await
+            } else {
+                tokio::fs::remove_file(&path).await
+            };
+            removed.with_context(|| format!("removing {name}"))?;
         }
     }
     Ok(())
