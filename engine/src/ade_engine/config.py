@@ -65,6 +65,9 @@ class Config:
         self.validators = validators
         self.hooks: dict = hooks
         self.header_forms = _header_forms(fields)
+        from .headers import HeaderScorer
+
+        self.scorer = HeaderScorer(fields)
 
 
 def _header_forms(fields: list[Field]) -> frozenset:

@@ -8,7 +8,7 @@ the normalized value. Results for repeated text are cached per column.
 from . import usercode
 from .values import PARSERS, Invalid, parse_date
 
-_CACHE_LIMIT = 50000
+_CACHE_LIMIT = 8192  # per column: names and dates repeat; unique values would only cost memory
 
 
 def _user_transform(name: str, function):

@@ -91,7 +91,6 @@ class Scanner:
         self.minimum = minimum_matches
         self.exhausted = False
         self.skipped = {"blank": 0, "totals": 0, "notes": 0, "repeated_headers": 0, "outside_tables": 0}
-        self.searched_without_header = 0
 
     def _next(self):
         if self._back:
@@ -118,7 +117,6 @@ class Scanner:
             if header is not None:
                 return header
             self.skipped["outside_tables"] += len(window)
-            self.searched_without_header += len(window)
         self.exhausted = True
         return None
 
@@ -222,13 +220,15 @@ class Scanner:
 
         Called for every row, so the common case (a data row) costs a few string operations.
         """
-        first = None
-        for cell in cells:
-            if cell is not None and (type(cell) is not str or cell.strip()):
-                first = cell
-                break
-        if first is None:
-            return "blank"
+        first = cells[0] if cells else None
+        if first is None or first == "" or (type(first) is str and first.isspace()):
+            first = None
+            for cell in cells:
+                if cell is not None and (type(cell) is not str or cell.strip()):
+                    first = cell
+                    break
+            if first is None:
+                return "blank"
         if type(first) is str:
             key = first.strip().lower()
             if key[:1] in "tgs" and is_totals(cells):
@@ -242,7 +242,8 @@ class Scanner:
             score, matched = self._candidate(values, False)
             if matched >= max(2, self.minimum) and score > 0:
                 return "new_table"
-        if wide and len(cells) - cells.count("") - cells.count(None) <= 1:
+        if wide and (len(cells) < 2 or cells[1] is None or cells[1] == "") \
+                and len(cells) - cells.count("") - cells.count(None) <= 1:
             values = filled(cells)
             if len(values) == 1 and _is_note(values[0], gap):
                 return "notes"

@@ -52,7 +52,6 @@ class InputRun:
         self._spool = None
         self._spool_name = None
         self._progress_next = PROGRESS_STEP
-        self._progress_rows = 0
 
     # -- console, issues, progress ----------------------------------------------
 
@@ -76,7 +75,6 @@ class InputRun:
         percent = sheet.percent()
         if percent is None or percent < self._progress_next:
             return
-        self._progress_rows = rows
         self._progress_next = (percent // PROGRESS_STEP + 1) * PROGRESS_STEP
         self.run.sink.emit("run.progress", {"input": self.input_name, "sheet": sheet.name, "rows": rows,
                                             "percent": round(percent, 1)})

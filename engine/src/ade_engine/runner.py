@@ -14,7 +14,6 @@ from . import config as config_module
 from . import usercode
 from .context import RunContext
 from .errors import ConfigError
-from .headers import HeaderScorer
 from .inputs import InputRun
 from .issues import IssueLog
 from .writers.files import Outputs
@@ -30,7 +29,7 @@ class RunState:
         self.options = options
         self.sink = sink
         self.config = config
-        self.scorer = HeaderScorer(config.fields)
+        self.scorer = config.scorer
         self.context = RunContext(options.inputs, options.output_dir, options.dry_run, options.validate_only,
                                   options.input_sheets, config.settings, config.fields)
         self.issues = IssueLog(sink, config.settings["max_issue_events"])

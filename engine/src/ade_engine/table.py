@@ -186,6 +186,7 @@ class TableRun:
         needs_format = job.typed_cells or any(f.type in ("number", "integer", "boolean")
                                               for f, *_ in plan.fields)
         count = 0
+        first = None
         for number, cells in rows:
             width = len(cells)
             out = [None if index >= width else hit if (hit := get(cells[index])) is not None
@@ -209,11 +210,12 @@ class TableRun:
             if sheet_write is not None and not sheet_write(out):
                 sheet_write = outputs.sheet_full(self.sheet.name, self.number, number)
             count += 1
-            if self.first_row is None:
-                self.first_row = number
-            self.last_row = number
             if not count & 2047:
                 job.progress(self.sheet, count)
+            if first is None:
+                first = number
+        if count:
+            self.first_row, self.last_row = first, number
         return count
 
     def _missing(self, out, required, names, columns, number) -> None:

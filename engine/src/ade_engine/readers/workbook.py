@@ -4,8 +4,6 @@ Cells keep their types: numbers, booleans, and dates as `datetime`.
 Formulas give their cached values. Hidden sheets are skipped unless named.
 """
 
-import os
-
 from ..errors import InputError
 
 

@@ -56,7 +56,7 @@ def _cell(value) -> str:
     if kind is str:
         if not value:
             return "<c/>"
-        return '<c t="inlineStr"><is><t xml:space="preserve">' + escape(value) + "</t></is></c>"
+        return '<c t="inlineStr"><is><t>' + escape(value) + "</t></is></c>"
     if value is None:
         return "<c/>"
     if kind is bool:
@@ -111,7 +111,7 @@ class SheetWriter:
                 if "&" in value or "<" in value or ">" in value or len(value) > MAX_TEXT \
                         or not value.isprintable():
                     value = escape(value)
-                cells.append('<c t="inlineStr"><is><t xml:space="preserve">' + value + "</t></is></c>")
+                cells.append('<c t="inlineStr"><is><t>' + value + "</t></is></c>")
             elif value is None:
                 cells.append("<c/>")
             else:
