@@ -44,6 +44,16 @@ def template_config():
     _forget_config()
 
 
+@pytest.fixture(params=["calamine", "openpyxl"])
+def xlsx_reader(request, monkeypatch):
+    """Run a workbook test with each reader: calamine, and openpyxl (streaming, for huge sheets)."""
+    from ade_engine.readers import workbook as module
+
+    if request.param == "openpyxl":
+        monkeypatch.setattr(module, "CALAMINE_MAX_SHEET_BYTES", -1)
+    return request.param
+
+
 @pytest.fixture
 def config_package(tmp_path):
     """Write an `ade_config` package from {module: source} and make it the configuration."""

@@ -60,7 +60,7 @@ def test_a_two_line_header(engine, tmp_path):
     assert [r[5] for r in rows[1:]] == ["2019-04-02", "2020-12-31"], "31/12 shows the column is day first"
 
 
-def test_merged_group_headings_in_a_workbook(engine, tmp_path):
+def test_merged_group_headings_in_a_workbook(engine, tmp_path, xlsx_reader):
     path = workbook(tmp_path / "merged.xlsx", {"Roster": [
         ["Membership", None, None, "Contact", None],
         ["ID", "First", "Last", "Email", "Phone"],
@@ -143,7 +143,7 @@ def test_utf8_with_bom_and_a_tie(engine, tmp_path):
     assert "tie for phone" in result.stdout
 
 
-def test_a_notes_sheet_in_front_of_the_data_sheet(engine, tmp_path):
+def test_a_notes_sheet_in_front_of_the_data_sheet(engine, tmp_path, xlsx_reader):
     path = workbook(tmp_path / "book.xlsx", {
         "Read me": [["About this export"], ["Exported by the membership desk."], [],
                     ["Columns are described below."], ["ID: the member number"]],
@@ -154,6 +154,7 @@ def test_a_notes_sheet_in_front_of_the_data_sheet(engine, tmp_path):
     })
     result = engine(path)
     assert result.code == 0, result.stderr
+    assert f"read by {xlsx_reader}" in result.stdout
     table = result.one("run.table.summary")
     assert table["sheet"] == "Members" and table["header_row"] == 3 and table["rows"] == 2
     assert table["skipped_rows"]["totals"] == 1
@@ -169,7 +170,7 @@ def test_a_notes_sheet_in_front_of_the_data_sheet(engine, tmp_path):
     assert issues[1][:3] == ("Members", 1, 5) and issues[1][8] == "invalid_email"
 
 
-def test_input_sheet_picks_sheets_and_a_missing_one_is_an_error(engine, tmp_path):
+def test_input_sheet_picks_sheets_and_a_missing_one_is_an_error(engine, tmp_path, xlsx_reader):
     rows = [["ID", "First", "Last"], [1, "Ada", "Lovelace"]]
     path = workbook(tmp_path / "two.xlsx", {"A": rows, "B": rows})
     assert [t["sheet"] for t in engine(path).tables] == ["A", "B"]
@@ -180,7 +181,7 @@ def test_input_sheet_picks_sheets_and_a_missing_one_is_an_error(engine, tmp_path
     assert error["code"] == "input_unreadable" and "'Nope'" in error["message"] and "'A'" in error["message"]
 
 
-def test_a_workbook_without_its_extension_is_recognized(engine, tmp_path):
+def test_a_workbook_without_its_extension_is_recognized(engine, tmp_path, xlsx_reader):
     path = workbook(tmp_path / "upload.xlsx", {"S": [["ID", "First", "Last"], [1, "Ada", "Lovelace"]]})
     renamed = tmp_path / "0190c0de-0000-7000-8000-000000000000.bin"
     os.rename(path, renamed)
@@ -223,3 +224,25 @@ def test_undecodable_bytes_are_replaced_and_reported(engine, tmp_path):
     warning = next(i for i in result.issues if i["code"] == "undecodable_bytes")
     assert warning["message"].startswith("1 bytes could not be decoded as utf-8")
     assert result.csv("mixed.table-1.csv")[-1][1] == "Ren\ufffde"
+
+
+def test_a_table_away_from_a1_and_a_hidden_sheet(engine, tmp_path, xlsx_reader):
+    import openpyxl as opx
+
+    book = opx.Workbook()
+    sheet = book.active
+    sheet.title = "Data"
+    sheet["C3"], sheet["D3"], sheet["E3"] = "ID", "First", "Last"
+    sheet["C4"], sheet["D4"], sheet["E4"] = 7, "Ada", "Lovelace"
+    hidden = book.create_sheet("Lookup")
+    hidden.append(["ID", "First", "Last"])
+    hidden.append([1, "Hidden", "Row"])
+    hidden.sheet_state = "hidden"
+    path = tmp_path / "offset.xlsx"
+    book.save(path)
+    result = engine(path)
+    table = result.one("run.table.summary")
+    assert (table["sheet"], table["header_row"], table["first_row"]) == ("Data", 3, 4)
+    assert table["mapped"]["member_id"]["letter"] == "C"
+    assert result.csv("offset.table-1.csv")[1] == ["7", "Ada", "Lovelace", "", "", ""]
+    assert [t["sheet"] for t in engine(path, args=["--input-sheet", "Lookup"]).tables] == ["Lookup"]

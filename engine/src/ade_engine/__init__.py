@@ -10,7 +10,8 @@ def preload(xlsx: bool = True) -> None:
     """Import everything a run needs, without per-run side effects, so a forked child starts warm.
 
     Imports the engine's run path, imports `ade_config` and compiles its rules
-    (raising ConfigError when they are broken) and, with `xlsx`, openpyxl.
+    (raising ConfigError when they are broken) and, with `xlsx`, the XLSX
+    readers (python-calamine and openpyxl).
     """
     from . import cli, runner  # noqa: F401  (the whole run path hangs off these)
     from .config import load
@@ -19,7 +20,8 @@ def preload(xlsx: bool = True) -> None:
     if xlsx:
         from .readers import workbook  # noqa: F401
 
-        try:
-            import openpyxl  # noqa: F401
-        except ImportError:
-            pass
+        for name in ("python_calamine", "openpyxl"):
+            try:
+                __import__(name)
+            except ImportError:
+                pass
