@@ -341,7 +341,7 @@ async fn config(
     lines: usize,
     rate: Option<usize>,
 ) -> anyhow::Result<String> {
-    let template = repo.join("engine/templates/config");
+    let template = repo.join("engine/src/ade_engine/templates/config");
     let pause = rate.map_or(0.0, |r| 1.0 / r as f64);
     let columns = std::fs::read_to_string(template.join("src/ade_config/columns.py"))?
         + &format!(
@@ -363,6 +363,18 @@ async fn config(
             std::fs::read_to_string(template.join("src/ade_config/__init__.py"))?,
         ),
         ("src/ade_config/columns.py", columns),
+        (
+            "src/ade_config/hooks.py",
+            std::fs::read_to_string(template.join("src/ade_config/hooks.py"))?,
+        ),
+        (
+            "src/ade_config/rows.py",
+            std::fs::read_to_string(template.join("src/ade_config/rows.py"))?,
+        ),
+        (
+            "src/ade_config/validators.py",
+            std::fs::read_to_string(template.join("src/ade_config/validators.py"))?,
+        ),
     ] {
         zip.start_file(name, zip::write::SimpleFileOptions::default())?;
         std::io::Write::write_all(&mut zip, body.as_bytes())?;

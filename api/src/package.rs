@@ -67,13 +67,18 @@ pub fn from_upload(bytes: &[u8]) -> Result<CanonicalPackage, PackageError> {
     canonical(strip_root(files)?)
 }
 
-/// The starter template, built into the binary from `engine/templates/config`.
+/// The starter template, built into the binary from the engine package
+/// (`engine/src/ade_engine/templates/config`, also written by `python -m ade_engine config init`).
 pub fn template() -> CanonicalPackage {
     macro_rules! file {
         ($path:literal) => {
             (
                 $path.to_owned(),
-                include_bytes!(concat!("../../engine/templates/config/", $path)).to_vec(),
+                include_bytes!(concat!(
+                    "../../engine/src/ade_engine/templates/config/",
+                    $path
+                ))
+                .to_vec(),
             )
         };
     }
@@ -82,6 +87,9 @@ pub fn template() -> CanonicalPackage {
         file!("pyproject.toml"),
         file!("src/ade_config/__init__.py"),
         file!("src/ade_config/columns.py"),
+        file!("src/ade_config/hooks.py"),
+        file!("src/ade_config/rows.py"),
+        file!("src/ade_config/validators.py"),
     ]);
     canonical(files).expect("the built-in template is a valid package")
 }

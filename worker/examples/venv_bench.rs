@@ -32,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
         engine_version: identity.engine_version.clone(),
         engine_wheel: Default::default(),
     };
-    let package = template_archive(&repo.join("engine/templates/config"))?;
+    let package = template_archive(&repo.join("engine/src/ade_engine/templates/config"))?;
     let marker = Marker {
         build_id: Uuid::now_v7(),
         workspace_id: Uuid::now_v7(),
@@ -79,7 +79,11 @@ async fn main() -> anyhow::Result<()> {
         assert!(!ready.reused);
     }
 
-    let pip = pip_build(&scratch, &engine_dir, &repo.join("engine/templates/config"))?;
+    let pip = pip_build(
+        &scratch,
+        &engine_dir,
+        &repo.join("engine/src/ade_engine/templates/config"),
+    )?;
     println!(
         "cache hit        p50 {:>9.3} ms  p99 {:>9.3} ms  (n={})",
         ms(pct(&mut hits, 50)),
@@ -121,6 +125,9 @@ fn template_archive(dir: &Path) -> anyhow::Result<Vec<u8>> {
         "README.md",
         "src/ade_config/__init__.py",
         "src/ade_config/columns.py",
+        "src/ade_config/hooks.py",
+        "src/ade_config/rows.py",
+        "src/ade_config/validators.py",
     ] {
         tar.append_path_with_name(dir.join(rel), rel)?;
     }

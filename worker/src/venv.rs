@@ -276,12 +276,7 @@ impl VenvCache {
         .map_err(BuildError::on_host)?;
         progress(Progress::Phase(Phase::InstallEngine)).await;
         let engine = self.engine_wheel(&step, progress).await?;
-        step.run(
-            self.uv_cmd(&["pip", "install", "--quiet", "--python"])
-                .arg(&python)
-                .arg(engine),
-            progress,
-        )
+        step.run(self.uv_cmd(&INSTALL).arg(&python).arg(engine), progress)
         .await
         .map_err(BuildError::on_host)?;
         progress(Progress::Phase(Phase::InstallConfig)).await;
@@ -289,7 +284,7 @@ impl VenvCache {
             .await
             .map_err(BuildError::host("creating the build's scratch folder"))?;
         let wheel = self.config_wheel(&spec, scratch, &step, progress).await?;
-        let mut install = self.uv_cmd(&["pip", "install", "--quiet", "--python"]);
+        let mut install = self.uv_cmd(&INSTALL);
         install.arg(&python).arg(&wheel);
         let pins: Vec<&String> = spec
             .constraints
@@ -413,6 +408,19 @@ impl Step<'_> {
         Ok(())
     }
 }
+
+/// `uv pip install` of the engine and configuration wheels. Bytecode is compiled
+/// at build time: runs use `PYTHONDONTWRITEBYTECODE` on a read-only venv, so
+/// without it every run would compile the engine and its rules again (about
+/// twice the start-up time of a small run).
+const INSTALL: [&str; 5] = [
+    "pip",
+    "install",
+    "--quiet",
+    "--compile-bytecode",
+    "--python",
+];
+
 
 /// A command with a minimal environment: no database or broker credentials.
 pub fn scrubbed(program: &Path) -> Command {

@@ -344,17 +344,9 @@ async fn a_broken_dependency_fails_the_build_and_its_runs() {
     let app = TestApp::spawn().await;
     let ws = app.create_workspace().await;
     let ws = ws["id"].as_str().unwrap();
-    let columns = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../engine/templates/config/src/ade_config/columns.py"),
-    )
-    .unwrap();
+    let columns = crate::configurations::template_columns();
     // The template, plus a dependency that cannot exist.
-    let pyproject = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../engine/templates/config/pyproject.toml"),
-    )
-    .unwrap();
+    let pyproject = crate::configurations::template_file("pyproject.toml");
     let broken = pyproject.replacen(
         "dependencies = []",
         "dependencies = [\"ade-missing-dependency @ file:///nonexistent/ade-missing-dependency\"]",
@@ -443,15 +435,16 @@ async fn a_hundred_runs_at_once_share_one_build_record() {
 #[tokio::test]
 async fn a_build_past_its_timeout_fails_its_run() {
     let mut app = TestApp::with(Options::default()).await;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/templates/config");
-    let columns = std::fs::read_to_string(root.join("src/ade_config/columns.py")).unwrap();
+    let columns = crate::configurations::template_columns();
     // Importing the rules hangs outside a run, so the build's import check never ends.
     let hang = "\nimport os as _os, time as _time\nif not _os.environ.get('ADE_EVENTS_FD'):\n    _time.sleep(600)\n";
     let (config, doc) = app
         .package_setup(crate::configurations::config_package(&(columns + hang)))
         .await;
     let mut settings = app.worker_settings("w", None);
-    settings.build_timeout_seconds = 3;
+    // Long enough for the trusted steps (venv, engine and its dependencies)
+    // on a cold cache; the hanging import check then runs into it.
+    settings.build_timeout_seconds = 20;
     app.start_worker_with(settings).await;
     let run = sample_run(&app, &config, &doc, json!({})).await;
     assert_eq!(run["status"], "failed", "{run}");

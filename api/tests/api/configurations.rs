@@ -15,7 +15,8 @@ pub fn zip_of(entries: &[(&str, &str)]) -> Vec<u8> {
 
 /// Where the starter template's files are.
 pub fn template_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/templates/config")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../engine/src/ade_engine/templates/config")
 }
 
 /// Every file of the starter template: `(relative path, contents)`.
@@ -56,6 +57,16 @@ pub fn package_of(changes: &[(&str, &str)]) -> Vec<u8> {
     zip_of(&borrowed)
 }
 
+/// One file of the starter template.
+pub fn template_file(path: &str) -> String {
+    std::fs::read_to_string(template_dir().join(path)).unwrap()
+}
+
+/// The template's `columns.py`, where tests append code that runs when the rules are imported.
+pub fn template_columns() -> String {
+    template_file("src/ade_config/columns.py")
+}
+
 /// The template's files with `columns.py` replaced.
 pub fn config_package(columns_py: &str) -> Vec<u8> {
     package_of(&[("src/ade_config/columns.py", columns_py)])
@@ -75,13 +86,9 @@ async fn configurations_come_from_the_template_or_an_upload() {
     );
     assert_eq!(template["active_build_id"], serde_json::Value::Null);
 
-    let columns = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../engine/templates/config/src/ade_config/columns.py"),
-    )
-    .unwrap();
     let uploaded = ok_json(
-        app.upload_configuration(ws, config_package(&columns)).await,
+        app.upload_configuration(ws, config_package(&template_columns()))
+            .await,
         StatusCode::CREATED,
     )
     .await;

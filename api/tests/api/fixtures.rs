@@ -2,25 +2,27 @@
 
 use crate::configurations::{package_of, template_files};
 
-/// The template with `code` run inside every engine run (not at build time).
+/// The template with `code` run at the start of every engine run, in the
+/// configuration's `on_run_start` hook (per run even in a warm engine, which
+/// imports the configuration once). `os` and `sys` are imported.
 pub fn run_code_package(code: &str) -> Vec<u8> {
-    let init = template_files()
+    let hooks = template_files()
         .into_iter()
-        .find(|(p, _)| p == "src/ade_config/__init__.py")
+        .find(|(p, _)| p == "src/ade_config/hooks.py")
         .map(|(_, c)| c)
-        .expect("the template has src/ade_config/__init__.py");
-    let init = format!("{init}\nfrom . import test_hook as _test_hook  # noqa\n");
-    let hook = format!(
-        "import os as _os\nif _os.environ.get('ADE_EVENTS_FD'):\n{}\n",
-        code.lines()
-            .map(|l| format!("    {l}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        .expect("the template has src/ade_config/hooks.py");
+    let body: Vec<String> = code.lines().map(|l| format!("    {l}")).collect();
+    let hooks = format!(
+        "{hooks}
+
+def on_run_start(run):
+    import os, sys
+    run.state['tables'] = 0
+{}
+",
+        body.join("\n")
     );
-    package_of(&[
-        ("src/ade_config/__init__.py", &init),
-        ("src/ade_config/test_hook.py", &hook),
-    ])
+    package_of(&[("src/ade_config/hooks.py", &hooks)])
 }
 
 /// Runs that sleep without printing anything.
@@ -37,7 +39,7 @@ sys.stdout.buffer.write(b"nul:\x00 bad:\xff\xfe end\n")
 sys.stdout.flush()
 sys.stderr.buffer.write(b"\x00\x00\n")
 sys.stderr.flush()
-_os.write(int(_os.environ["ADE_EVENTS_FD"]), b'{"type": "run.progress", "payload": {"note": "a\\u0000b"}}\n')"#,
+os.write(int(os.environ["ADE_EVENTS_FD"]), b'{"type": "run.progress", "payload": {"note": "a\\u0000b"}}\n')"#,
     )
 }
 

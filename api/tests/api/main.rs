@@ -12,6 +12,7 @@ mod auth;
 mod builds;
 mod configurations;
 mod documents;
+mod engine;
 mod fencing;
 mod lifecycle;
 mod limits;

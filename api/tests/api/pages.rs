@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 /// must show as text) and a line on stderr, and a line when the build checks
 /// that it imports (so the run's stream holds build lines too).
 fn markup_package() -> Vec<u8> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/templates/config");
-    let columns = std::fs::read_to_string(root.join("src/ade_config/columns.py")).unwrap();
+    let columns = crate::configurations::template_columns();
     let extra = r#"
 import os as _os, sys as _sys
 if _os.environ.get('ADE_EVENTS_FD'):
@@ -205,6 +204,8 @@ async fn the_run_page_downloads_outputs_and_the_log_with_the_key() {
     let id = run["id"].as_str().unwrap();
     let outputs = app.get(&format!("/api/v1/runs/{id}/outputs")).await;
     let outputs: Value = outputs.json().await.unwrap();
+    let count = outputs["files"].as_array().unwrap().len();
+    assert!(count >= 1, "{outputs}");
     let name = outputs["files"][0]["name"].as_str().unwrap().to_owned();
 
     let page = browser.page().await;
@@ -214,7 +215,7 @@ async fn the_run_page_downloads_outputs_and_the_log_with_the_key() {
         .await;
     page.wait_for(
         "the outputs",
-        "document.querySelectorAll('#outputs button').length === 1",
+        &format!("document.querySelectorAll('#outputs button').length === {count}"),
     )
     .await;
     assert_eq!(

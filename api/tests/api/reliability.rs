@@ -242,7 +242,16 @@ async fn cancel_stops_queued_and_running_runs() {
     app.start_worker("w", None).await;
     let running = app.submit(config, json!({"document_ids": [doc]})).await;
     let running = running["id"].as_str().unwrap().to_owned();
-    wait_for_engine_output(&app, &running).await;
+    let started = std::time::Instant::now();
+    while !app
+        .all_events(&running)
+        .await
+        .iter()
+        .any(|e| e["payload"]["message"] == "started a grandchild")
+    {
+        assert!(started.elapsed() < DEADLINE, "the grandchild never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         !processes_mentioning(&marker).is_empty(),
         "the grandchild runs"

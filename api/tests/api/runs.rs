@@ -83,19 +83,25 @@ async fn a_run_succeeds_with_outputs_and_a_complete_log() {
     )
     .await;
     let files = outputs["files"].as_array().unwrap();
-    assert_eq!(files.len(), 1, "{outputs}");
+    let names: Vec<&str> = files.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    // Named after the input file (the document id), never after the upload's name.
     assert_eq!(
-        completed["payload"]["artifacts"]["outputs"],
-        json!([files[0]["name"]])
+        names,
+        [
+            format!("{doc}.normalized.xlsx"),
+            format!("{doc}.table-1.csv")
+        ],
+        "{outputs}"
     );
+    assert_eq!(completed["payload"]["artifacts"]["outputs"], json!(names));
     let csv = app
-        .get(files[0]["download_url"].as_str().unwrap())
+        .get(files[1]["download_url"].as_str().unwrap())
         .await
         .text()
         .await
         .unwrap();
     assert!(
-        csv.starts_with("member_id,first_name,last_name,email,phone,joined_on"),
+        csv.starts_with("member_id,first_name,last_name,email,phone,joined_on,Notes"),
         "{csv}"
     );
     assert_eq!(csv.lines().count(), 13);

@@ -1,3 +1,27 @@
-"""ADE engine: normalizes messy tabular inputs using the rules of an ade_config package."""
+"""ADE engine: turns messy spreadsheets into normalized tables using the rules of an `ade_config` package.
 
-__version__ = "0.1.0"
+Light on purpose: `python -m ade_engine --version` imports only this file.
+"""
+
+__version__ = "0.2.0"
+
+
+def preload(xlsx: bool = True) -> None:
+    """Import everything a run needs, without per-run side effects, so a forked child starts warm.
+
+    Imports the engine's run path, imports `ade_config` and compiles its rules
+    (raising ConfigError when they are broken) and, with `xlsx`, the XLSX
+    readers (python-calamine and openpyxl).
+    """
+    from . import cli, runner  # noqa: F401  (the whole run path hangs off these)
+    from .config import load
+
+    load()
+    if xlsx:
+        from .readers import workbook  # noqa: F401
+
+        for name in ("python_calamine", "openpyxl"):
+            try:
+                __import__(name)
+            except ImportError:
+                pass

@@ -1,8 +1,13 @@
-"""Entry point for `python -m ade_engine`."""
+"""`python -m ade_engine`: `--version` answers before anything else is imported."""
 
 import sys
 
-from .cli import main
+if sys.argv[1:] == ["--version"]:
+    from . import __version__
 
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.stdout.write(f"ade-engine {__version__}\n")
+    raise SystemExit(0)
+
+from .cli import main  # noqa: E402
+
+sys.exit(main())
