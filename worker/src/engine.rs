@@ -111,11 +111,14 @@ fn extension(name: &str) -> &'static str {
         .unwrap_or("bin")
 }
 
-/// Totals gathered from the engine's events for `run.completed`'s summary.
+/// Totals gathered from the engine's events for `run.completed`'s summary;
+/// the engine's own run summary (the `summary` of its last
+/// `run.validation.summary`) is taken whole when it sends one.
 #[derive(Default)]
 struct Totals {
     tables: AtomicI64,
     rows: AtomicI64,
+    engine: std::sync::Mutex<Option<Value>>,
 }
 
 async fn run_engine(
@@ -166,9 +169,20 @@ async fn run_engine(
         }
     };
     let result = process::run(cmd, guard, on_line).await;
-    let mut summary = events.totals();
-    summary["tables"] = json!(totals.tables.load(Ordering::Relaxed));
-    summary["rows"] = json!(totals.rows.load(Ordering::Relaxed));
+    let mut summary = totals
+        .engine
+        .lock()
+        .expect("totals lock")
+        .take()
+        .unwrap_or_else(|| {
+            json!({
+                "tables": totals.tables.load(Ordering::Relaxed),
+                "rows": totals.rows.load(Ordering::Relaxed),
+            })
+        });
+    if let (Some(summary), Value::Object(counts)) = (summary.as_object_mut(), events.totals()) {
+        summary.extend(counts);
+    }
     let mut completion = match result {
         Ok(0) => Completion {
             status: RunStatus::Succeeded,
@@ -217,6 +231,11 @@ async fn engine_event(events: &EventSink, totals: &Totals, line: &str) {
     });
     match parsed {
         Some((kind, payload)) => {
+            if kind == EventKind::RunValidationSummary
+                && let Some(summary) = payload.get("summary").filter(|s| s.is_object())
+            {
+                *totals.engine.lock().expect("totals lock") = Some(summary.clone());
+            }
             if kind == EventKind::RunTableSummary {
                 totals.tables.fetch_add(1, Ordering::Relaxed);
                 totals.rows.fetch_add(
