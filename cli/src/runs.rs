@@ -187,10 +187,27 @@ async fn logs(ctx: &Ctx, id: &str, follow: bool) -> anyhow::Result<Exit> {
             .map_or(0, Vec::len);
         return watch::run(ctx, id, documents, OnInterrupt::AskOnly).await;
     }
+    // The log file is every stored event as NDJSON, as the API serializes it.
+    let path = format!("/api/v1/runs/{id}/logfile");
+    let response = ctx
+        .client
+        .send(ctx.client.request(Method::GET, &path))
+        .await?;
     let mut watch = Watch::new(ctx.json, 0);
-    for event in stored_events(ctx, id).await? {
-        watch.show(&event);
+    let mut body = response.bytes_stream();
+    let mut pending = Vec::new();
+    while let Some(chunk) = body.next().await {
+        pending.extend_from_slice(&chunk.map_err(|e| ctx.client.unreachable(&e))?);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line).trim_end().to_owned();
+            if !line.is_empty() {
+                let event = Event::parse(line).context("the log file holds a malformed event")?;
+                watch.show(&event);
+            }
+        }
     }
+    anyhow::ensure!(pending.is_empty(), "the log file ended mid-line");
     Ok(Exit::Ok)
 }
 

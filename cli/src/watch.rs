@@ -10,6 +10,7 @@
 use crate::follow::{Event, FollowError, Follower, Step};
 use crate::output;
 use crate::{Ctx, Exit};
+use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -250,7 +251,10 @@ pub async fn run(
 ) -> anyhow::Result<Exit> {
     let mut watch = Watch::new(ctx.json, documents);
     let mut follower = Follower::run(&ctx.client, id);
-    match follow(&mut watch, &mut follower).await? {
+    let ended = follow(&mut watch, &mut follower)
+        .await
+        .with_context(|| format!("following run {id} (resume: ade runs logs {id} --follow)"))?;
+    match ended {
         Ended::Completed(event) if event.payload()["status"] == "succeeded" => Ok(Exit::Ok),
         Ended::Completed(_) => Ok(Exit::Failed),
         Ended::Interrupted => interrupted(ctx, id, &watch, on_interrupt).await,

@@ -582,6 +582,14 @@ async fn every_command_prints_the_apis_json() {
     assert_eq!(events, app.all_events(id).await);
     let logs = run_ade(base, &["--json", "runs", "logs", id]).await;
     assert_eq!(logs.ndjson(), events);
+    let logfile = app.get(&format!("/api/v1/runs/{id}/logfile")).await;
+    assert_eq!(
+        logs.stdout,
+        logfile.text().await.unwrap(),
+        "the log file as sent"
+    );
+    let human = run_ade(base, &["runs", "logs", id]).await;
+    assert_eq!(printed_console(&human.stdout), logged_console(&events));
 
     let run = run_ade(base, &["--json", "runs", "get", id]).await.json();
     assert_eq!(run["status"], "succeeded");
