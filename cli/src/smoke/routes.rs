@@ -18,6 +18,10 @@ enum Expect {
     NotFound(&'static [&'static str]),
     /// 2xx, or 403 `admin_required` (the route is there; the key is not an admin's).
     Served,
+    /// 2xx, 401 or 403: `/metrics`, outside `/api/v1`, may refuse a key that
+    /// is not an admin's either way (the `/api/v1` probes before it already
+    /// proved the key itself valid).
+    Guarded,
     /// 200 with an HTML page.
     Html,
 }
@@ -62,7 +66,7 @@ fn probes() -> Vec<Probe> {
         ),
         probe("operations", "/api/v1/queue".into(), Expect::Served),
         probe("openapi", "/api/v1/openapi.json".into(), Expect::Served),
-        probe("metrics", "/metrics".into(), Expect::Served),
+        probe("metrics", "/metrics".into(), Expect::Guarded),
         probe("pages", "/".into(), Expect::Html),
     ]
 }
@@ -102,12 +106,15 @@ async fn answer(ctx: &Ctx, probe: &Probe) -> anyhow::Result<Option<String>> {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/html"));
     if status.is_success() {
-        let ok = matches!(probe.expect, Expect::Served) || html;
+        let ok = matches!(probe.expect, Expect::Served | Expect::Guarded) || html;
         return Ok((!ok).then(|| format!("answered {status} but not with a page")));
     }
     let ApiError::Problem(problem) = ctx.client.error_of(response).await else {
         return Ok(Some(format!("answered {status}, not problem+json")));
     };
+    if matches!(probe.expect, Expect::Guarded) && matches!(problem.status, 401 | 403) {
+        return Ok(None);
+    }
     if problem.code == "unauthorized" {
         // Every route answers 401 without a valid key: nothing is proved.
         return Err(ApiError::Problem(problem).into());
@@ -119,6 +126,6 @@ fn expected(expect: &Expect, problem: &Problem) -> bool {
     match expect {
         Expect::NotFound(codes) => problem.status == 404 && codes.contains(&problem.code.as_str()),
         Expect::Served => problem.code == "admin_required",
-        Expect::Html => false,
+        Expect::Html | Expect::Guarded => false,
     }
 }
