@@ -1,3 +1,5 @@
+//! `ade`: parse the command line, run it on a small runtime, exit with its code.
+
 use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
