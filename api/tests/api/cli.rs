@@ -3,9 +3,10 @@
 
 use crate::configurations::{config_package, template_dir};
 use crate::fixtures::{run_code_package, silent_sleeper_package};
-use crate::helpers::{DEADLINE, Options, TestApp, assert_gapless, repo_root};
+use crate::helpers::{DEADLINE, Options, TestApp, assert_gapless, make_key, repo_root};
 use crate::proxy::Proxy;
 use crate::streams::chatty_setup;
+use ade_api::keys::Scope;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -26,13 +27,36 @@ fn ade_bin() -> PathBuf {
     bin
 }
 
-/// `ade <args>` against the API at `base`, with no terminal and no key.
-fn ade(base: &str, args: &[&str]) -> Command {
+/// Where `ade` talks to, and with which key.
+struct Target {
+    base: String,
+    key: Option<String>,
+}
+
+impl Target {
+    /// The test's API with its admin key.
+    fn admin(app: &TestApp) -> Self {
+        Self::at(&app.base, Some(&app.key))
+    }
+
+    /// An API at `base` with `key`.
+    fn at(base: &str, key: Option<&str>) -> Self {
+        Self {
+            base: base.to_owned(),
+            key: key.map(str::to_owned),
+        }
+    }
+}
+
+/// `ade <args>` against `target`, with no terminal.
+fn ade(target: &Target, args: &[&str]) -> Command {
     let mut cmd = Command::new(ade_bin());
-    cmd.args(args)
-        .env("ADE_API_URL", base)
-        .env_remove("ADE_API_KEY")
-        .stdin(Stdio::null())
+    cmd.args(args).env("ADE_API_URL", &target.base);
+    match &target.key {
+        Some(key) => cmd.env("ADE_API_KEY", key),
+        None => cmd.env_remove("ADE_API_KEY"),
+    };
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -64,8 +88,8 @@ impl Output {
 }
 
 /// Runs `ade` to its end.
-async fn run_ade(base: &str, args: &[&str]) -> Output {
-    let child = ade(base, args).spawn().unwrap();
+async fn run_ade(target: &Target, args: &[&str]) -> Output {
+    let child = ade(target, args).spawn().unwrap();
     let out = tokio::time::timeout(DEADLINE, child.wait_with_output())
         .await
         .unwrap_or_else(|_| panic!("ade {args:?} did not end"))
@@ -85,8 +109,8 @@ struct Live {
 }
 
 impl Live {
-    fn spawn(base: &str, args: &[&str]) -> Self {
-        let mut child = ade(base, args).spawn().unwrap();
+    fn spawn(target: &Target, args: &[&str]) -> Self {
+        let mut child = ade(target, args).spawn().unwrap();
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
         Self {
             child,
@@ -194,7 +218,7 @@ async fn runs_create_follow_shows_a_run_live_and_exits_0_when_it_succeeds() {
     let app = TestApp::spawn().await;
     let (config, doc) = app.package_setup(build_line_package()).await;
     let out = run_ade(
-        &app.base,
+        &Target::admin(&app),
         &[
             "runs", "create", "--config", &config, "--doc", &doc, "--follow",
         ],
@@ -237,7 +261,7 @@ async fn runs_create_follow_exits_1_when_the_run_fails() {
     let package = run_code_package("raise RuntimeError('configuration broken on purpose')");
     let (config, doc) = app.package_setup(package).await;
     let out = run_ade(
-        &app.base,
+        &Target::admin(&app),
         &[
             "runs", "create", "--config", &config, "--doc", &doc, "--follow",
         ],
@@ -257,7 +281,7 @@ async fn a_followed_run_resumes_after_its_connection_is_cut_without_gap_or_repea
     let proxy = Proxy::start(&app.base).await;
     let (config, doc) = chatty_setup(&app, 400, 0.02).await;
     let mut live = Live::spawn(
-        &proxy.base,
+        &Target::at(&proxy.base, Some(&app.key)),
         &[
             "runs", "create", "--config", &config, "--doc", &doc, "--follow",
         ],
@@ -303,7 +327,7 @@ async fn ctrl_c_without_a_terminal_cancels_the_run_and_exits_130() {
     let app = TestApp::spawn().await;
     let (config, doc) = app.package_setup(silent_sleeper_package()).await;
     let mut live = Live::spawn(
-        &app.base,
+        &Target::admin(&app),
         &[
             "runs", "create", "--config", &config, "--doc", &doc, "--follow",
         ],
@@ -329,7 +353,11 @@ async fn smoke_passes_with_a_worker_and_saves_the_log_file() {
     let app = TestApp::spawn().await;
     wait_for_live_worker(&app).await;
     let save = app.data_dir.join("smoke");
-    let out = run_ade(&app.base, &["smoke", "--save-dir", save.to_str().unwrap()]).await;
+    let out = run_ade(
+        &Target::admin(&app),
+        &["smoke", "--save-dir", save.to_str().unwrap()],
+    )
+    .await;
     assert_eq!(out.code, Some(0), "{out:?}");
     for step in [
         "health: live",
@@ -382,7 +410,9 @@ async fn smoke_passes_with_a_worker_and_saves_the_log_file() {
     assert_eq!(app.run(id).await["options"]["dry_run"], true);
 
     // Again, as JSON: the workspace and configuration are reused.
-    let again = run_ade(&app.base, &["--json", "smoke"]).await.json();
+    let again = run_ade(&Target::admin(&app), &["--json", "smoke"])
+        .await
+        .json();
     assert_eq!(again["ok"], true, "{again}");
     let detail = |name: &str| {
         again["steps"]
@@ -406,7 +436,7 @@ async fn smoke_passes_with_a_worker_and_saves_the_log_file() {
 #[tokio::test]
 async fn smoke_fails_clearly_without_a_worker() {
     let app = TestApp::with(Options::default()).await;
-    let out = run_ade(&app.base, &["smoke", "--timeout", "3"]).await;
+    let out = run_ade(&Target::admin(&app), &["smoke", "--timeout", "3"]).await;
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(
         out.stdout.contains("! workers ") && out.stdout.contains("lists none"),
@@ -474,14 +504,17 @@ async fn configs_create_from_a_folder_round_trips_to_the_templates_digest() {
         ws,
         "--from-dir",
     ];
-    let made = run_ade(&app.base, &[&args[..], &[dir.to_str().unwrap()]].concat())
-        .await
-        .json();
+    let made = run_ade(
+        &Target::admin(&app),
+        &[&args[..], &[dir.to_str().unwrap()]].concat(),
+    )
+    .await
+    .json();
     assert_eq!(made["name"], "my-roster");
     assert_eq!(made["content_digest"], template["content_digest"]);
     let id = made["id"].as_str().unwrap();
     let got = run_ade(
-        &app.base,
+        &Target::admin(&app),
         &["--json", "configs", "get", "--workspace", ws, id],
     )
     .await
@@ -491,7 +524,7 @@ async fn configs_create_from_a_folder_round_trips_to_the_templates_digest() {
     // A symlink is refused before anything is sent.
     std::os::unix::fs::symlink("/etc/hostname", dir.join("src/ade_config/link.py")).unwrap();
     let refused = run_ade(
-        &app.base,
+        &Target::admin(&app),
         &[
             "configs",
             "create",
@@ -508,9 +541,12 @@ async fn configs_create_from_a_folder_round_trips_to_the_templates_digest() {
         "{}",
         refused.stderr
     );
-    let listed = run_ade(&app.base, &["--json", "configs", "list", "--workspace", ws])
-        .await
-        .json();
+    let listed = run_ade(
+        &Target::admin(&app),
+        &["--json", "configs", "list", "--workspace", ws],
+    )
+    .await
+    .json();
     assert_eq!(listed["items"].as_array().unwrap().len(), 2);
     app.finish().await;
 }
@@ -529,7 +565,7 @@ fn the_cli_packs_under_the_apis_own_limits() {
 async fn every_command_prints_the_apis_json() {
     let app = TestApp::spawn().await;
     wait_for_live_worker(&app).await;
-    let base = app.base.as_str();
+    let base = &Target::admin(&app);
     let ws = run_ade(base, &["--json", "workspaces", "create", "cli"])
         .await
         .json();
@@ -654,44 +690,12 @@ async fn every_command_prints_the_apis_json() {
     app.finish().await;
 }
 
-#[tokio::test]
-async fn errors_say_what_went_wrong_and_what_to_do() {
-    let app = TestApp::with(Options {
-        safe_mode: true,
-        ..Default::default()
-    })
-    .await;
-    let cases: [(&str, &[&str], &[&str]); 5] = [
-        (
-            &app.base,
-            &["runs", "get", NIL],
-            &["(404 run_not_found)", "Check the id"],
-        ),
-        (
-            &app.base,
-            &["runs", "create", "--config", NIL, "--doc", NIL],
-            &["(422 safe_mode_enabled)", "ADE_SAFE_MODE=true"],
-        ),
-        (
-            "http://127.0.0.1:1",
-            &["queue"],
-            &["cannot reach the API at http://127.0.0.1:1", "ADE_API_URL"],
-        ),
-        (
-            "https://127.0.0.1:1",
-            &["queue"],
-            &["is not an http:// URL"],
-        ),
-        (
-            "http://127.0.0.1:1",
-            &["runs", "get", "42"],
-            &["invalid value '42'"],
-        ),
-    ];
-    for (base, args, expected) in cases {
-        let out = run_ade(base, args).await;
+/// Runs each `(target, args)` and checks exit code 2 and the texts on stderr.
+async fn assert_errors(cases: &[(&Target, &[&str], &[&str])]) {
+    for (target, args, expected) in cases {
+        let out = run_ade(target, args).await;
         assert_eq!(out.code, Some(2), "{args:?}: {out:?}");
-        for text in expected {
+        for text in *expected {
             assert!(
                 out.stderr.contains(text),
                 "{args:?}: {text:?} in {}",
@@ -699,5 +703,118 @@ async fn errors_say_what_went_wrong_and_what_to_do() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn errors_say_what_went_wrong_and_what_to_do() {
+    let app = TestApp::with(Options {
+        safe_mode: true,
+        ..Default::default()
+    })
+    .await;
+    let admin = Target::admin(&app);
+    let down = Target::at("http://127.0.0.1:1", None);
+    assert_errors(&[
+        (
+            &admin,
+            &["runs", "get", NIL],
+            &["(404 run_not_found)", "Check the id"],
+        ),
+        (
+            &admin,
+            &["runs", "create", "--config", NIL, "--doc", NIL],
+            &["(422 safe_mode_enabled)", "ADE_SAFE_MODE=true"],
+        ),
+        (
+            &down,
+            &["queue"],
+            &["cannot reach the API at http://127.0.0.1:1", "ADE_API_URL"],
+        ),
+        (
+            &Target::at("https://127.0.0.1:1", None),
+            &["queue"],
+            &["is not an http:// URL"],
+        ),
+        (&down, &["runs", "get", "42"], &["invalid value '42'"]),
+    ])
+    .await;
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn auth_errors_say_which_key_to_set() {
+    let app = TestApp::with(Options::default()).await;
+    let ws = app.create_workspace().await;
+    let ws: uuid::Uuid = ws["id"].as_str().unwrap().parse().unwrap();
+    let tenant = make_key(&app.db_url, Scope::Workspace(ws)).await;
+    assert_errors(&[
+        (
+            &Target::at(&app.base, None),
+            &["workspaces", "list"],
+            &["(401 unauthorized)", "The API needs a key: set ADE_API_KEY"],
+        ),
+        (
+            &Target::at(&app.base, Some("ade_not-a-key")),
+            &["workspaces", "list"],
+            &["(401 unauthorized)", "The key in ADE_API_KEY was refused"],
+        ),
+        (
+            &Target::at(&app.base, Some(&tenant)),
+            &["workers"],
+            &["(403 admin_required)", "keys create --admin"],
+        ),
+    ])
+    .await;
+    // The tenant's key works for its own workspace.
+    let listed = run_ade(
+        &Target::at(&app.base, Some(&tenant)),
+        &["--json", "workspaces", "list"],
+    )
+    .await
+    .json();
+    assert_eq!(listed["items"][0]["id"], ws.to_string());
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn smoke_passes_with_a_workspace_key_relying_on_the_run() {
+    let app = TestApp::spawn().await;
+    let ws = app.create_workspace().await;
+    let ws: uuid::Uuid = ws["id"].as_str().unwrap().parse().unwrap();
+    let tenant = Target::at(
+        &app.base,
+        Some(&make_key(&app.db_url, Scope::Workspace(ws)).await),
+    );
+    let out = run_ade(&tenant, &["--json", "smoke"]).await.json();
+    assert_eq!(out["ok"], true, "{out:#}");
+    let step = |name: &str| {
+        out["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no step {name}: {out:#}"))
+            .clone()
+    };
+    assert_eq!(step("workers")["status"], "warning");
+    assert!(
+        step("workers")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not an admin key")
+    );
+    assert_eq!(step("routes")["status"], "passed", "{out:#}");
+    let workspace = step("workspace")["detail"].as_str().unwrap().to_owned();
+    assert!(
+        workspace.starts_with(&format!("{ws}, the key's own workspace")),
+        "{workspace}"
+    );
+    let run = app.run(out["run_id"].as_str().unwrap()).await;
+    assert_eq!(run["workspace_id"], ws.to_string());
+    let _ = std::fs::remove_dir_all(
+        PathBuf::from(out["logfile"].as_str().unwrap())
+            .parent()
+            .unwrap(),
+    );
     app.finish().await;
 }
