@@ -676,6 +676,25 @@ async fn every_command_prints_the_apis_json() {
     .await
     .json();
     assert_eq!(build["status"], "ready");
+    let build_args = [
+        "--json",
+        "builds",
+        "create",
+        "--workspace",
+        ws,
+        "--config",
+        config,
+        "--force",
+        "--follow",
+    ];
+    let forced = run_ade(base, &build_args).await;
+    assert_eq!(forced.code, Some(0), "{forced:?}");
+    let build_events = forced.ndjson();
+    assert_gapless(&build_events);
+    assert_ne!(build_events[0]["build_id"], build["id"], "a new build");
+    let done = build_events.last().unwrap();
+    assert_eq!(done["type"], "build.completed");
+    assert_eq!(done["payload"]["status"], "ready");
     let workers = run_ade(base, &["--json", "workers"]).await.json();
     assert_eq!(workers["items"].as_array().unwrap().len(), 1);
     let queue = run_ade(base, &["--json", "queue"]).await.json();
