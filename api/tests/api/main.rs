@@ -10,6 +10,7 @@ mod proxy;
 
 mod auth;
 mod builds;
+mod cli;
 mod configurations;
 mod documents;
 mod engine;
