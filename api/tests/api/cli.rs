@@ -232,7 +232,7 @@ async fn runs_create_follow_shows_a_run_live_and_exits_0_when_it_succeeds() {
         console.contains(&"[build] imported by the build check".to_owned()),
         "{console:?}"
     );
-    assert!(console.iter().any(|l| l == "run succeeded"), "{console:?}");
+    assert!(console.iter().any(|l| l.contains("-> member_id")), "{console:?}");
     assert_eq!(
         printed_console(&out.stdout),
         console,
@@ -243,7 +243,7 @@ async fn runs_create_follow_shows_a_run_live_and_exits_0_when_it_succeeds() {
         "==> run started on ",
         "==> validation: 0 issues (0 errors, 0 warnings)",
         "==> run succeeded in ",
-        ".normalized.csv\n",
+        ".normalized.xlsx",
     ] {
         assert!(
             out.stdout.contains(note),
