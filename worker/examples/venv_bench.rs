@@ -31,6 +31,15 @@ async fn main() -> anyhow::Result<()> {
         timeout: Duration::from_secs(600),
         engine_version: identity.engine_version.clone(),
         engine_wheel: Default::default(),
+        sandbox: std::sync::Arc::new(
+            ade_worker::sandbox::Host::detect(ade_worker::sandbox::Mode::Bwrap, "python3", "uv")
+                .await?,
+        ),
+        limits: ade_worker::limits::Limits::build(
+            2_147_483_648,
+            Duration::from_secs(600),
+            1_073_741_824,
+        ),
     };
     let package = template_archive(&repo.join("engine/src/ade_engine/templates/config"))?;
     let marker = Marker {

@@ -2,11 +2,13 @@
 //!
 //! Everything an attempt writes lives under
 //! `ADE_DATA_DIR/runs/<id>/attempts/<n>/`, cleared when the attempt starts:
-//! inputs are linked into `work/inputs` under names made from document ids,
 //! outputs go to `outputs/`. A late attempt can never touch the files of
 //! another; the completing attempt's files become the run's outputs in the
 //! completing transaction. The engine runs as `<venv>/bin/python -m
-//! ade_engine run …` with a scrubbed environment and its events on fd 3.
+//! ade_engine run …` in the run's sandbox ([`crate::sandbox`]): each
+//! document bound read-only as `/run/ade/inputs/<document id>.<ext>`, the
+//! attempt's outputs writable at `/run/ade/outputs`, a scrubbed
+//! environment, its events on fd 3, and the run's [`crate::limits`].
 
 use crate::Context;
 use crate::builds::Unready;
@@ -69,12 +71,14 @@ fn failed(exit_code: i32, failure: Failure) -> Execution {
     Execution::Finished(Completion::failed(Some(exit_code), failure))
 }
 
-/// Clears this attempt's folder and links each document into `work/inputs/<document id>.<ext>`.
-async fn stage_inputs(ctx: &Context, claim: &Claim) -> anyhow::Result<Vec<PathBuf>> {
+/// One input: the document's file, and its name for the engine (`<document id>.<ext>`).
+type Input = (PathBuf, String);
+
+/// Clears this attempt's folder and finds each document's file.
+async fn stage_inputs(ctx: &Context, claim: &Claim) -> anyhow::Result<Vec<Input>> {
     let attempt = ctx.data_dir.attempt(claim.run_id, claim.attempt);
     let _ = tokio::fs::remove_dir_all(&attempt).await;
-    let inputs_dir = attempt.join("work").join("inputs");
-    tokio::fs::create_dir_all(&inputs_dir).await?;
+    tokio::fs::create_dir_all(attempt.join("work")).await?;
     tokio::fs::create_dir_all(ctx.data_dir.attempt_outputs(claim.run_id, claim.attempt)).await?;
     let db = ctx.pool.get().await?;
     let mut inputs = Vec::new();
@@ -91,9 +95,7 @@ async fn stage_inputs(ctx: &Context, claim: &Claim) -> anyhow::Result<Vec<PathBu
             tokio::fs::metadata(&source).await.is_ok(),
             "the content of document {id} is missing from storage"
         );
-        let link = inputs_dir.join(format!("{id}.{}", extension(row.get(0))));
-        tokio::fs::symlink(&source, &link).await?;
-        inputs.push(link);
+        inputs.push((source, format!("{id}.{}", extension(row.get(0)))));
     }
     Ok(inputs)
 }
@@ -113,45 +115,43 @@ fn extension(name: &str) -> &'static str {
 
 /// Totals gathered from the engine's events for `run.completed`'s summary;
 /// the engine's own run summary (the `summary` of its last
-/// `run.validation.summary`) is taken whole when it sends one.
+/// `run.validation.summary`) is taken whole when it sends one; and the code
+/// of its first `run.error` (it names a limit it hit).
 #[derive(Default)]
 struct Totals {
     tables: AtomicI64,
     rows: AtomicI64,
     engine: std::sync::Mutex<Option<Value>>,
+    error_code: std::sync::Mutex<Option<String>>,
+}
+
+impl Totals {
+    /// Keeps the `code` of the first `run.error` (empty if it had none).
+    fn first_error(&self, payload: &Value) {
+        let code = payload.get("code").and_then(Value::as_str).unwrap_or_default();
+        let mut kept = self.error_code.lock().expect("totals lock");
+        kept.get_or_insert_with(|| code.to_owned());
+    }
 }
 
 async fn run_engine(
     ctx: &Context,
     claim: &Claim,
     python: &Path,
-    inputs: &[PathBuf],
+    inputs: &[Input],
     events: &EventSink,
     stop: CancellationToken,
 ) -> Execution {
-    let attempt = ctx.data_dir.attempt(claim.run_id, claim.attempt);
     let outputs = ctx.data_dir.attempt_outputs(claim.run_id, claim.attempt);
-    let mut cmd = crate::venv::scrubbed(python);
-    cmd.args(["-m", "ade_engine", "run"]);
-    for input in inputs {
-        cmd.arg("--input").arg(input);
-    }
-    cmd.arg("--output-dir").arg(&outputs);
-    for sheet in &claim.options.input_sheet_names {
-        cmd.arg("--input-sheet").arg(sheet);
-    }
-    if claim.options.dry_run {
-        cmd.arg("--dry-run");
-    }
-    if claim.options.validate_only {
-        cmd.arg("--validate-only");
-    }
-    let work = attempt.join("work");
-    cmd.current_dir(&work)
-        .env("HOME", &work)
-        .env("PYTHONUNBUFFERED", "1")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("ADE_EVENTS_FD", process::EVENTS_FD.to_string());
+    let cmd = match engine_command(ctx, claim, python, inputs, &outputs).await {
+        Ok(cmd) => cmd,
+        Err(e) => {
+            return failed(
+                2,
+                Failure::new("run", "environment_unavailable", format!("{e:#}")),
+            );
+        }
+    };
     let guard = Guard {
         timeout: ctx.run_timeout,
         cancel: stop,
@@ -168,6 +168,7 @@ async fn run_engine(
             }
         }
     };
+    let started = std::time::Instant::now();
     let result = process::run(cmd, guard, on_line).await;
     let mut summary = totals
         .engine
@@ -184,23 +185,23 @@ async fn run_engine(
         summary.extend(counts);
     }
     let mut completion = match result {
-        Ok(0) => Completion {
-            status: RunStatus::Succeeded,
-            exit_code: Some(0),
-            failure: None,
-            outputs: crate::outputs::collect(&outputs, events).await,
-            summary: json!({}),
+        Ok(0) => match crate::outputs::publish(&ctx.sandbox, &outputs, &ctx.limits, events).await {
+            Ok(files) => Completion {
+                status: RunStatus::Succeeded,
+                exit_code: Some(0),
+                failure: None,
+                outputs: files,
+                summary: json!({}),
+            },
+            Err(failure) => Completion::failed(Some(1), failure),
         },
-        Ok(code) => Completion::failed(
-            Some(code),
-            Failure::new(
-                "run",
-                "engine_failed",
-                format!(
-                    "the engine exited with code {code}; its output is in the run's console.line events"
-                ),
-            ),
-        ),
+        Ok(code) => {
+            let reported = totals.error_code.lock().expect("totals lock").clone();
+            let failure = ctx
+                .limits
+                .failure(code, reported.as_deref(), started.elapsed());
+            Completion::failed(Some(code), failure)
+        }
         Err(ProcessError::Timeout(t)) => Completion::failed(
             Some(124),
             Failure::new(
@@ -222,6 +223,57 @@ async fn run_engine(
     Execution::Finished(completion)
 }
 
+/// The engine's command in the run's sandbox: the venv and each input
+/// read-only, the attempt's output folder writable, no network, events on fd 3.
+async fn engine_command(
+    ctx: &Context,
+    claim: &Claim,
+    python: &Path,
+    inputs: &[Input],
+    outputs: &Path,
+) -> anyhow::Result<tokio::process::Command> {
+    use crate::sandbox::{Sandbox, layout};
+    let venv = python
+        .parent()
+        .and_then(Path::parent)
+        .expect("<venv>/bin/python");
+    let work = ctx
+        .data_dir
+        .attempt(claim.run_id, claim.attempt)
+        .join("work");
+    let mut sb = Sandbox::new(
+        Path::new(layout::VENV).join("bin/python"),
+        ctx.limits,
+        &work,
+    );
+    ctx.sandbox.mount_venv(&mut sb, venv, false)?;
+    sb.args(["-m", "ade_engine", "run"]);
+    for (source, name) in inputs {
+        let inside = Path::new(layout::INPUTS).join(name);
+        sb.read_only(source, &inside)
+            .arg("--input")
+            .path_arg(inside);
+    }
+    tokio::fs::create_dir_all(outputs).await?;
+    ctx.sandbox.lend(outputs).await?;
+    sb.writable(outputs, layout::OUTPUTS)
+        .arg("--output-dir")
+        .path_arg(layout::OUTPUTS);
+    for sheet in &claim.options.input_sheet_names {
+        sb.arg("--input-sheet").arg(sheet);
+    }
+    if claim.options.dry_run {
+        sb.arg("--dry-run");
+    }
+    if claim.options.validate_only {
+        sb.arg("--validate-only");
+    }
+    sb.env("PYTHONUNBUFFERED", "1")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("ADE_EVENTS_FD", process::EVENTS_FD.to_string());
+    Ok(ctx.sandbox.command(&sb)?)
+}
+
 /// Wraps one engine line in the envelope, or reports why it could not.
 async fn engine_event(events: &EventSink, totals: &Totals, line: &str) {
     let parsed: Option<(EventKind, Value)> = serde_json::from_str::<Value>(line).ok().and_then(|v| {
@@ -235,6 +287,9 @@ async fn engine_event(events: &EventSink, totals: &Totals, line: &str) {
                 && let Some(summary) = payload.get("summary").filter(|s| s.is_object())
             {
                 *totals.engine.lock().expect("totals lock") = Some(summary.clone());
+            }
+            if kind == EventKind::RunError {
+                totals.first_error(&payload);
             }
             if kind == EventKind::RunTableSummary {
                 totals.tables.fetch_add(1, Ordering::Relaxed);

@@ -11,6 +11,8 @@
 //! - [`wheels`]: the engine and configuration wheels venvs are installed from.
 //! - [`cache`]: build and in-use locks, and the collector of unused venvs.
 //! - [`engine`]: inputs, the engine subprocess, and its events.
+//! - [`sandbox`]: what configuration code may see and do (bubblewrap).
+//! - [`limits`]: rlimits of sandboxed processes and the failure codes they give.
 //! - [`outputs`]: publishing an attempt's output files (regular files only).
 //! - [`process`]: guarded subprocesses (process group, deadline, cancel).
 //! - [`pool`]: the warm engine pool, one [`zygote`] per build and host.
@@ -30,11 +32,13 @@ pub mod events;
 pub mod fdpass;
 pub mod fleet;
 pub mod lease;
+pub mod limits;
 pub mod outputs;
 pub mod pool;
 pub mod process;
 pub mod queue;
 pub mod runs;
+pub mod sandbox;
 pub mod settings;
 pub mod slots;
 pub mod stop;
@@ -69,6 +73,10 @@ pub struct Context {
     pub lease: Duration,
     /// Longest an engine run may take.
     pub run_timeout: Duration,
+    /// Where configuration code runs.
+    pub sandbox: Arc<sandbox::Host>,
+    /// The limits of an engine run.
+    pub limits: limits::Limits,
     /// The venv cache of this host.
     pub venvs: Arc<venv::VenvCache>,
     /// Engine and Python identity.
@@ -108,6 +116,14 @@ impl Worker {
         let identity =
             ade_common::identity::Identity::detect(&engine_dir, &settings.common.python).await?;
         let root = std::path::absolute(&settings.venvs_dir).context("resolving ADE_VENVS_DIR")?;
+        let sandbox = sandbox::Host::detect(
+            settings.engine_sandbox,
+            &settings.common.python,
+            &settings.uv,
+        )
+        .await
+        .context("preparing the engine sandbox (ADE_ENGINE_SANDBOX)")?;
+        let sandbox = Arc::new(sandbox);
         tokio::fs::create_dir_all(&root)
             .await
             .with_context(|| format!("creating {}", root.display()))?;
@@ -134,6 +150,7 @@ impl Worker {
             host: settings::hostname(),
             lease: settings.lease(),
             run_timeout: Duration::from_secs(settings.run_timeout_seconds),
+            limits: settings.run_limits(),
             venvs: Arc::new(venv::VenvCache {
                 root,
                 uv: settings.uv.clone(),
@@ -142,7 +159,10 @@ impl Worker {
                 timeout: Duration::from_secs(settings.build_timeout_seconds),
                 engine_version: identity.engine_version.clone(),
                 engine_wheel: Default::default(),
+                sandbox: sandbox.clone(),
+                limits: settings.build_limits(),
             }),
+            sandbox,
             identity: Arc::new(identity),
             data_dir: DataDir::new(&settings.common.data_dir),
             running: stop::Running::default(),

@@ -41,6 +41,16 @@ pub struct WorkerSettings {
     /// Unused venvs older than this many seconds are removed.
     #[arg(long, env = "ADE_VENVS_MAX_AGE_SECONDS", default_value_t = 7 * 24 * 3600)]
     pub venvs_max_age_seconds: u64,
+    /// Where configuration code runs: `bwrap` (a bubblewrap sandbox) or
+    /// `off` (no sandbox, for hosts without user namespaces; logged loudly).
+    #[arg(long, env = "ADE_ENGINE_SANDBOX", value_enum, default_value = "bwrap")]
+    pub engine_sandbox: crate::sandbox::Mode,
+    /// Address space of each engine (and build) process, in bytes.
+    #[arg(long, env = "ADE_RUN_MEMORY_BYTES", default_value_t = 2_147_483_648)]
+    pub run_memory_bytes: u64,
+    /// Largest total of a run's outputs (and largest file any sandboxed process writes), in bytes.
+    #[arg(long, env = "ADE_MAX_OUTPUT_BYTES", default_value_t = 1_073_741_824)]
+    pub max_output_bytes: u64,
 }
 
 impl WorkerSettings {
@@ -58,6 +68,9 @@ impl WorkerSettings {
             drain_seconds: 30,
             venvs_max_bytes: 10_737_418_240,
             venvs_max_age_seconds: 7 * 24 * 3600,
+            engine_sandbox: crate::sandbox::Mode::Bwrap,
+            run_memory_bytes: 2_147_483_648,
+            max_output_bytes: 1_073_741_824,
         }
     }
 
@@ -78,6 +91,24 @@ impl WorkerSettings {
     /// The run lease.
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.lease_seconds.max(3))
+    }
+
+    /// The limits of an engine run.
+    pub fn run_limits(&self) -> crate::limits::Limits {
+        crate::limits::Limits::run(
+            self.run_memory_bytes,
+            Duration::from_secs(self.run_timeout_seconds),
+            self.max_output_bytes,
+        )
+    }
+
+    /// The limits of a build step that runs configuration code.
+    pub fn build_limits(&self) -> crate::limits::Limits {
+        crate::limits::Limits::build(
+            self.run_memory_bytes,
+            Duration::from_secs(self.build_timeout_seconds),
+            self.max_output_bytes,
+        )
     }
 }
 

@@ -17,6 +17,7 @@
 
 use crate::cache;
 use crate::process::{self, Channel, Guard, ProcessError};
+use crate::sandbox::build::BuildSandbox;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -136,6 +137,10 @@ pub struct VenvCache {
     pub engine_version: String,
     /// The engine wheel, built once per host and engine version.
     pub engine_wheel: std::sync::Mutex<Option<PathBuf>>,
+    /// Where the steps that run configuration code are confined.
+    pub sandbox: std::sync::Arc<crate::sandbox::Host>,
+    /// The limits of those steps.
+    pub limits: crate::limits::Limits,
 }
 
 /// Why a venv could not be made.
@@ -283,37 +288,65 @@ impl VenvCache {
         tokio::fs::create_dir_all(scratch)
             .await
             .map_err(BuildError::host("creating the build's scratch folder"))?;
-        let wheel = self.config_wheel(&spec, scratch, &step, progress).await?;
-        let mut install = self.uv_cmd(&INSTALL);
-        install.arg(&python).arg(&wheel);
+        // From here on the steps run configuration code: confined.
+        let confined = BuildSandbox::prepare(&self.sandbox, tmp, scratch, self.limits)
+            .await
+            .map_err(|e| BuildError::Host(e.into()))?;
+        spec.marker.packages = self
+            .confined_steps(&confined, &spec, &step, progress)
+            .await?;
+        confined
+            .finish()
+            .await
+            .map_err(|e| BuildError::Host(e.into()))?;
+        spec.marker.created_at = ade_common::time_fmt::format(time::OffsetDateTime::now_utc());
+        let body = serde_json::to_vec_pretty(&spec.marker).expect("a marker serializes");
+        write_new(&tmp.join(MARKER), body)
+            .await
+            .map_err(BuildError::host("writing the marker"))?;
+        Ok(spec.marker)
+    }
+
+    /// Installs the configuration, checks the imports and lists the
+    /// packages, all in the build's sandbox.
+    async fn confined_steps<F, Fut>(
+        &self,
+        confined: &BuildSandbox<'_>,
+        spec: &BuildSpec,
+        step: &Step<'_>,
+        progress: &mut F,
+    ) -> Result<Vec<String>, BuildError>
+    where
+        F: FnMut(Progress) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let confine = |e: crate::sandbox::SandboxError| BuildError::Host(e.into());
+        let wheel = self.config_wheel(spec, confined, step, progress).await?;
         let pins: Vec<&String> = spec
             .constraints
             .iter()
             .filter(|l| l.contains("=="))
             .collect();
+        let constraints = confined.scratch_file("constraints.txt");
         if !pins.is_empty() {
-            let file = scratch.join("constraints.txt");
             let text: String = pins.iter().map(|l| format!("{l}\n")).collect();
-            tokio::fs::write(&file, text)
+            write_new(&constraints, text.into_bytes())
                 .await
                 .map_err(BuildError::host("writing the constraints"))?;
-            install.arg("--constraint").arg(&file);
         }
-        step.run(&mut install, progress).await?;
-        progress(Progress::Phase(Phase::VerifyImports)).await;
+        let pinned = (!pins.is_empty()).then_some(constraints.as_path());
         step.run(
-            scrubbed(&python).args(["-c", "import ade_engine, ade_config"]),
+            &mut confined.install(&wheel, pinned).map_err(confine)?,
             progress,
         )
         .await?;
+        progress(Progress::Phase(Phase::VerifyImports)).await;
+        step.run(&mut confined.import_check().map_err(confine)?, progress)
+            .await?;
         progress(Progress::Phase(Phase::CollectMetadata)).await;
-        spec.marker.packages = self.freeze(&python).await.map_err(BuildError::Host)?;
-        spec.marker.created_at = ade_common::time_fmt::format(time::OffsetDateTime::now_utc());
-        let body = serde_json::to_vec_pretty(&spec.marker).expect("a marker serializes");
-        tokio::fs::write(tmp.join(MARKER), body)
+        step.output(confined.freeze().map_err(confine)?)
             .await
-            .map_err(BuildError::host("writing the marker"))?;
-        Ok(spec.marker)
+            .map_err(|e| BuildError::Host(e.context("listing the installed packages")))
     }
 
     pub(crate) fn uv_cmd(&self, args: &[&str]) -> Command {
@@ -327,24 +360,6 @@ impl VenvCache {
             }
         }
         cmd
-    }
-
-    async fn freeze(&self, python: &Path) -> anyhow::Result<Vec<String>> {
-        let out = self
-            .uv_cmd(&["pip", "freeze", "--python"])
-            .arg(python)
-            .output()
-            .await
-            .context("running uv pip freeze")?;
-        anyhow::ensure!(
-            out.status.success(),
-            "uv pip freeze failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect())
     }
 }
 
@@ -413,7 +428,7 @@ impl Step<'_> {
 /// at build time: runs use `PYTHONDONTWRITEBYTECODE` on a read-only venv, so
 /// without it every run would compile the engine and its rules again (about
 /// twice the start-up time of a small run).
-const INSTALL: [&str; 5] = [
+pub(crate) const INSTALL: [&str; 5] = [
     "pip",
     "install",
     "--quiet",
@@ -421,6 +436,55 @@ const INSTALL: [&str; 5] = [
     "--python",
 ];
 
+impl Step<'_> {
+    /// Runs `cmd` within the build's deadline and returns its stdout lines.
+    pub(crate) async fn output(&self, cmd: Command) -> anyhow::Result<Vec<String>> {
+        let guard = Guard {
+            timeout: self.deadline.saturating_duration_since(Instant::now()),
+            cancel: self.cancel.clone(),
+            events_pipe: false,
+        };
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let code = process::run(cmd, guard, |channel, line| {
+            match channel {
+                Channel::Stdout => stdout.push(line),
+                _ => stderr.push(line),
+            }
+            std::future::ready(())
+        })
+        .await?;
+        let tail = stderr
+            .iter()
+            .rev()
+            .take(5)
+            .rev()
+            .cloned()
+            .collect::<Vec<_>>();
+        anyhow::ensure!(code == 0, "exited with code {code}: {}", tail.join("\n"));
+        Ok(stdout)
+    }
+}
+
+/// Writes a new file at `path`, replacing whatever is there without
+/// following it: the folder was the sandbox's to write, and a link it left
+/// must not send the worker's write elsewhere.
+async fn write_new(path: &Path, body: Vec<u8>) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    match tokio::fs::symlink_metadata(path).await {
+        Ok(meta) if meta.is_dir() => tokio::fs::remove_dir_all(path).await?,
+        Ok(_) => tokio::fs::remove_file(path).await?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    // create_new is O_CREAT | O_EXCL: it never follows a link.
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .await?;
+    file.write_all(&body).await?;
+    file.flush().await
+}
 
 /// A command with a minimal environment: no database or broker credentials.
 pub fn scrubbed(program: &Path) -> Command {

@@ -3,11 +3,14 @@
 //! (built once from the stored package and shared under
 //! `ADE_DATA_DIR/builds/<build>/wheels`, so other hosts only install it).
 //!
-//! Each wheel is built straight into a temporary folder on the filesystem
-//! where it is published, then renamed into place: `ADE_DATA_DIR` and
+//! The engine wheel is built straight into a temporary folder beside its
+//! place, then renamed into place. The configuration wheel is built in the
+//! build's sandbox, then copied (never through a link) into a temporary
+//! folder on shared storage and renamed into place: `ADE_DATA_DIR` and
 //! `ADE_VENVS_DIR` are often different filesystems, where a rename between
 //! them fails.
 
+use crate::sandbox::build::BuildSandbox;
 use crate::venv::{BuildError, BuildSpec, Progress, Step, VenvCache};
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
@@ -59,11 +62,12 @@ impl VenvCache {
     }
 
     /// The configuration wheel: the shared copy if a build made it already,
-    /// otherwise built from the stored package and shared for other hosts.
+    /// otherwise built from the stored package in the build's sandbox (its
+    /// build backend is the tenant's code) and shared for other hosts.
     pub(crate) async fn config_wheel<F, Fut>(
         &self,
         spec: &BuildSpec,
-        scratch: &Path,
+        confined: &BuildSandbox<'_>,
         step: &Step<'_>,
         progress: &mut F,
     ) -> Result<PathBuf, BuildError>
@@ -75,8 +79,21 @@ impl VenvCache {
         if let Some(wheel) = only_wheel(&spec.wheel_dir).await.map_err(BuildError::Host)? {
             return Ok(wheel);
         }
-        let src = scratch.join("src");
+        let src = confined.src();
         unpack(&spec.package, &src).await.map_err(BuildError::Host)?;
+        let mut build = confined
+            .build_wheel()
+            .await
+            .map_err(|e| BuildError::Host(e.into()))?;
+        step.run(&mut build, progress).await?;
+        let Some(made) = only_wheel(&confined.wheel_dir())
+            .await
+            .map_err(BuildError::Host)?
+        else {
+            return Err(BuildError::Failed(
+                "uv build made no configuration wheel".into(),
+            ));
+        };
         let parent = spec
             .wheel_dir
             .parent()
@@ -85,22 +102,9 @@ impl VenvCache {
             .await
             .map_err(host("creating the shared wheel folder"))?;
         let staged = parent.join(format!(".wheels-{}", Uuid::now_v7().simple()));
-        let built = step
-            .run(
-                self.uv_cmd(&["build", "--wheel", "--quiet", "--out-dir"])
-                    .arg(&staged)
-                    .arg(&src),
-                progress,
-            )
-            .await;
-        if let Err(e) = built {
+        if let Err(e) = publish(&made, &staged).await {
             let _ = tokio::fs::remove_dir_all(&staged).await;
             return Err(e);
-        }
-        let made = only_wheel(&staged).await.map_err(BuildError::Host)?;
-        if made.is_none() {
-            let _ = tokio::fs::remove_dir_all(&staged).await;
-            return Err(BuildError::Failed("uv build made no configuration wheel".into()));
         }
         // A concurrent builder's copy is equally good: keep whichever landed first.
         if tokio::fs::rename(&staged, &spec.wheel_dir).await.is_err() {
@@ -111,6 +115,38 @@ impl VenvCache {
             .and_then(|w| w.context("the shared configuration wheel vanished"))
             .map_err(BuildError::Host)
     }
+}
+
+/// Copies the wheel a sandbox made into `staged` (a new folder on shared
+/// storage), refusing anything but a regular file: the sandbox chose what
+/// lies in its scratch folder, and a link must not be followed.
+async fn publish(made: &Path, staged: &Path) -> Result<(), BuildError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let failed = |why: String| BuildError::Failed(format!("the configuration wheel {why}"));
+    let name = made
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| ade_common::storage::is_safe_file_name(n))
+        .ok_or_else(|| failed("has an unusable name".into()))?;
+    let mut source = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(made)
+        .map_err(|e| failed(format!("cannot be read: {e}")))?;
+    let is_file = source.metadata().map(|m| m.is_file()).unwrap_or(false);
+    if !is_file {
+        return Err(failed("is not a regular file".into()));
+    }
+    let dest = staged.join(name);
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir(dest.parent().expect("in the staged folder"))?;
+        let mut out = std::fs::File::create_new(&dest)?;
+        std::io::copy(&mut source, &mut out)?;
+        out.sync_all()
+    })
+    .await
+    .expect("copying does not panic")
+    .map_err(|e| BuildError::Host(anyhow::Error::new(e).context("sharing the configuration wheel")))
 }
 
 /// The single `.whl` in `dir`, if the folder exists.
