@@ -43,16 +43,19 @@ FROM debian:bookworm-slim AS runtime
 #   engine and uv_build-based config packages itself, without fetching a build
 #   backend from PyPI. python3-venv is not needed: uv creates the venvs.
 # ca-certificates: for config packages that declare PyPI dependencies.
+# bubblewrap: the sandbox configuration code runs in (ADE_ENGINE_SANDBOX);
+#   it also uses prlimit, from util-linux, which the base image has.
 # curl: the API's container healthcheck (and handy for poking at the API).
 ARG UV_VERSION=0.13.9
 # Debian package versions follow the bookworm-slim base; uv is pinned.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      ca-certificates curl python3 python3-pip \
+      bubblewrap ca-certificates curl python3 python3-pip \
  && python3 -m pip install --no-cache-dir --break-system-packages "uv==${UV_VERSION}" \
  && rm -rf /var/lib/apt/lists/* \
- && uv --version
+ && uv --version \
+ && bwrap --version && prlimit --version
 
 # A non-root user; /data and /venvs belong to it, so the named and anonymous
 # volumes mounted there start out writable by it.

@@ -24,6 +24,8 @@ struct Worker {
     concurrency: i32,
     in_flight: i32,
     venv_cache_bytes: i64,
+    /// `ADE_ENGINE_SANDBOX` of the worker: `bwrap`, `off` (no isolation), or null if unknown.
+    sandbox: Option<String>,
     #[serde(with = "serde_ts")]
     started_at: OffsetDateTime,
     #[serde(with = "serde_ts")]
@@ -63,7 +65,7 @@ async fn workers(state: AppState, who: Result<Principal, ApiError>) -> Result<Re
         .db()
         .await?
         .query(
-            "SELECT id, host, concurrency, in_flight, venv_cache_bytes, started_at, heartbeat_at FROM workers
+            "SELECT id, host, concurrency, in_flight, venv_cache_bytes, started_at, heartbeat_at, sandbox FROM workers
              WHERE heartbeat_at > now() - make_interval(secs => $1) ORDER BY id",
             &[&LIVE_SECONDS],
         )
@@ -78,6 +80,7 @@ async fn workers(state: AppState, who: Result<Principal, ApiError>) -> Result<Re
             venv_cache_bytes: r.get(4),
             started_at: r.get(5),
             last_heartbeat_at: r.get(6),
+            sandbox: r.get(7),
         })
         .collect();
     Ok(json(StatusCode::OK, &serde_json::json!({ "items": items })))

@@ -20,6 +20,7 @@ mod limits;
 mod pages;
 mod reliability;
 mod runs;
+mod sandbox;
 mod streams;
 mod workers;
 mod workspaces;
