@@ -421,10 +421,16 @@ impl Host {
             });
         }
         sandbox.mount(venv.to_owned(), layout::VENV.into(), writable);
+        self.mount_prefix(sandbox);
+        Ok(())
+    }
+
+    /// Binds the interpreter prefix at its own path, unless every sandbox
+    /// sees it already (a system interpreter under `/usr`).
+    fn mount_prefix(&self, sandbox: &mut Sandbox) {
         if !self.system.iter().any(|s| s.covers(&self.prefix)) {
             sandbox.read_only(self.prefix.clone(), self.prefix.clone());
         }
-        Ok(())
     }
 
     /// Gives `path` (and everything in it) to the sandbox user, so a
@@ -507,12 +513,8 @@ impl Host {
         let scratch = std::env::temp_dir();
         let limits = Limits::run(1 << 31, std::time::Duration::from_secs(30), 1 << 20);
         let mut sandbox = Sandbox::new(&python, limits, scratch);
-        sandbox.read_only(&self.prefix, &self.prefix).args([
-            "-I",
-            "-S",
-            "-c",
-            "import os; print(os.getuid())",
-        ]);
+        self.mount_prefix(&mut sandbox);
+        sandbox.args(["-I", "-S", "-c", "import os; print(os.getuid())"]);
         let mut cmd = self.command(&sandbox)?;
         cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
         let out = tokio::time::timeout(std::time::Duration::from_secs(30), cmd.output())
