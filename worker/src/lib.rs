@@ -122,7 +122,8 @@ impl Worker {
             &settings.uv,
         )
         .await
-        .context("preparing the engine sandbox (ADE_ENGINE_SANDBOX)")?;
+        .context("preparing the engine sandbox (ADE_ENGINE_SANDBOX)")?
+        .allow_build_hosts(&settings.build_network_hosts);
         let sandbox = Arc::new(sandbox);
         tokio::fs::create_dir_all(&root)
             .await

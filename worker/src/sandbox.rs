@@ -10,14 +10,15 @@
 //!
 //! Inside, the program sees a fresh root that is read-only: `/usr` and the
 //! `/lib*` links, a few files of `/etc` (the loader cache, the time zone,
-//! and for builds with network: DNS and TLS roots), the interpreter's prefix
+//! and for uv in builds: the TLS roots), the interpreter's prefix
 //! at its own path, a fresh `/proc` of its own PID namespace, a minimal
 //! `/dev`, a private size-limited tmpfs on `/tmp`, and exactly the binds
 //! its caller named (a run: the build's venv and its inputs read-only, its
 //! attempt's output folder writable). Nothing else of the host exists
 //! there: not `ADE_DATA_DIR`, `ADE_VENVS_DIR`, `/etc/shadow`, `/root`,
-//! `/home`, nor other processes. It runs in new user, PID, IPC, UTS and
-//! cgroup namespaces (and network, unless asked for), with no capabilities,
+//! `/home`, nor other processes. It runs in new user, PID, IPC, UTS,
+//! cgroup and network namespaces (loopback only: a build's uv reaches
+//! package indexes through [`egress`], never the host's network), with no capabilities,
 //! `no_new_privs` (bwrap sets it), no nested user namespaces, in a session
 //! of its own (`--new-session`: no terminal injection), killed with its
 //! parent (`--die-with-parent`). When its PID 1 exits, the kernel kills
@@ -46,6 +47,7 @@
 
 pub mod build;
 mod bwrap;
+pub mod egress;
 mod stage;
 
 use crate::limits::Limits;
@@ -160,6 +162,7 @@ pub struct Sandbox {
     mounts: Vec<Mount>,
     cwd: PathBuf,
     network: bool,
+    tls_roots: bool,
     user_namespaces: bool,
     limits: Limits,
     scratch: PathBuf,
@@ -186,6 +189,7 @@ impl Sandbox {
             mounts: Vec::new(),
             cwd: layout::TMP.into(),
             network: false,
+            tls_roots: false,
             user_namespaces: false,
             limits,
             scratch: scratch.into(),
@@ -250,6 +254,13 @@ impl Sandbox {
     /// Shares the host's network (builds: package indexes). Off by default.
     pub fn network(&mut self, on: bool) -> &mut Self {
         self.network = on;
+        self
+    }
+
+    /// Shows the host's TLS roots (`/etc/ssl/certs`, …), for uv talking to
+    /// package indexes through [`egress`]. Implied by [`Sandbox::network`].
+    pub fn tls_roots(&mut self) -> &mut Self {
+        self.tls_roots = true;
         self
     }
 
@@ -322,9 +333,11 @@ pub struct Host {
     /// `Some` when the worker is root: sandboxes drop to these ids.
     drop_to: Option<Ids>,
     system: Vec<bwrap::SystemPath>,
-    network_files: Vec<PathBuf>,
+    dns_files: Vec<PathBuf>,
+    tls_files: Vec<PathBuf>,
     prefix: PathBuf,
     uv: PathBuf,
+    build_hosts: std::sync::Arc<egress::Allowed>,
 }
 
 impl Host {
@@ -352,9 +365,11 @@ impl Host {
                 gid: SANDBOX_ID,
             }),
             system: bwrap::system_paths(),
-            network_files: bwrap::network_files(),
+            dns_files: bwrap::dns_files(),
+            tls_files: bwrap::tls_files(),
             prefix,
             uv,
+            build_hosts: std::sync::Arc::new(egress::Allowed::from_env(&[])),
         };
         if mode == Mode::Bwrap {
             host.probe().await?;
@@ -369,6 +384,13 @@ impl Host {
         Ok(host)
     }
 
+    /// Lets builds reach these hosts (`host` or `host:port`) besides PyPI
+    /// and the indexes uv is configured with (`ADE_BUILD_NETWORK_HOSTS`).
+    pub fn allow_build_hosts(mut self, extra: &[String]) -> Self {
+        self.build_hosts = std::sync::Arc::new(egress::Allowed::from_env(extra));
+        self
+    }
+
     /// The mode in force.
     pub fn mode(&self) -> Mode {
         self.mode
@@ -379,10 +401,10 @@ impl Host {
         &self.uv
     }
 
-    /// True when every sandbox with network sees `path` already.
+    /// True when every sandbox with TLS roots sees `path` already.
     pub fn provides(&self, path: &Path) -> bool {
         self.system.iter().any(|s| s.covers(path))
-            || self.network_files.iter().any(|f| path.starts_with(f))
+            || self.tls_files.iter().any(|f| path.starts_with(f))
     }
 
     /// The interpreter prefix every venv must be made from.

@@ -51,6 +51,10 @@ pub struct WorkerSettings {
     /// Largest total of a run's outputs (and largest file any sandboxed process writes), in bytes.
     #[arg(long, env = "ADE_MAX_OUTPUT_BYTES", default_value_t = 1_073_741_824)]
     pub max_output_bytes: u64,
+    /// Hosts (`host` or `host:port`, comma-separated) builds may reach over
+    /// HTTPS besides PyPI and the indexes uv is configured with.
+    #[arg(long, env = "ADE_BUILD_NETWORK_HOSTS", value_delimiter = ',', default_value = "")]
+    pub build_network_hosts: Vec<String>,
 }
 
 impl WorkerSettings {
@@ -71,6 +75,7 @@ impl WorkerSettings {
             engine_sandbox: crate::sandbox::Mode::Bwrap,
             run_memory_bytes: 2_147_483_648,
             max_output_bytes: 1_073_741_824,
+            build_network_hosts: vec![],
         }
     }
 

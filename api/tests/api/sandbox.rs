@@ -298,3 +298,84 @@ async fn wait_for_workers(app: &TestApp, n: usize) -> Vec<Value> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A build backend (the tenant's code, run by `uv build`) that tries the
+/// network, says what happened, then fails so uv shows what it printed.
+const PROBING_BACKEND: &str = r#"import socket, sys, urllib.request
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+def report(what, attempt):
+    try:
+        print(f"PROBE {what}: SUCCEEDED {attempt()}", file=sys.stderr, flush=True)
+    except BaseException as e:
+        print(f"PROBE {what}: blocked {type(e).__name__}", file=sys.stderr, flush=True)
+
+def fetch(url):
+    request = urllib.request.Request(url, method="HEAD")
+    return urllib.request.urlopen(request, timeout=30).status
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    report("connect 5432", lambda: socket.create_connection(("127.0.0.1", 5432), timeout=5))
+    report("connect 5672", lambda: socket.create_connection(("127.0.0.1", 5672), timeout=5))
+    report("fetch a non-index host", lambda: fetch("https://example.com/"))
+    report("fetch the package index", lambda: fetch("https://pypi.org/simple/uv-build/"))
+    raise SystemExit("probe done")
+"#;
+
+#[tokio::test]
+async fn a_build_reaches_package_indexes_and_nothing_else() {
+    let app = TestApp::spawn().await;
+    let pyproject = r#"[project]
+name = "ade-config"
+version = "0.1.0"
+requires-python = ">=3.10"
+dependencies = []
+
+[build-system]
+requires = []
+build-backend = "probing_backend"
+backend-path = ["."]
+"#;
+    let package = crate::configurations::package_of(&[
+        ("pyproject.toml", pyproject),
+        ("probing_backend.py", PROBING_BACKEND),
+    ]);
+    let (config, doc) = app.package_setup(package).await;
+    let run = app
+        .run_to_end(&config, json!({"document_ids": [doc]}))
+        .await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["failure"]["code"], "build_failed", "{run}");
+    let events = app.all_events(run["id"].as_str().unwrap()).await;
+    let console: Vec<String> = events
+        .iter()
+        .filter(|e| e["type"] == "console.line" && e["payload"]["scope"] == "build")
+        .map(|e| {
+            e["payload"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    let said = |what: &str| -> String {
+        let prefix = format!("PROBE {what}: ");
+        console
+            .iter()
+            .find_map(|l| l.split_once(&prefix).map(|(_, v)| v.to_owned()))
+            .unwrap_or_else(|| panic!("no report of {what:?} in {console:#?}"))
+    };
+    assert!(said("connect 5432").starts_with("blocked"), "{console:#?}");
+    assert!(said("connect 5672").starts_with("blocked"), "{console:#?}");
+    assert!(
+        said("fetch a non-index host").starts_with("blocked"),
+        "{console:#?}"
+    );
+    assert_eq!(
+        said("fetch the package index"),
+        "SUCCEEDED 200",
+        "{console:#?}"
+    );
+    app.finish().await;
+}

@@ -4,18 +4,20 @@
 //! may build its dependencies from source, and the import check and the
 //! package listing run the venv's interpreter, which by then executes the
 //! tenant's code (`.pth` files, `ade_config` itself). Those steps run here:
-//! uv with the network (package indexes), the interpreter without; each
-//! seeing the interpreter, the venv being built (writable only to uv) and
-//! the build's scratch folder, and nothing of other builds, documents or
-//! the worker's environment. Creating the venv and installing the engine
-//! run only this host's own software and stay outside.
+//! uv reaching package indexes and nothing else (through [`super::egress`]),
+//! the interpreter offline; each seeing the interpreter, the venv being
+//! built (writable only to uv) and the build's scratch folder, and nothing
+//! of other builds, documents or the worker's environment. Creating the
+//! venv and installing the engine run only this host's own software and
+//! stay outside.
 //!
 //! uv's cache is private to the build, in its scratch folder: a shared
 //! writable cache would let one workspace's build plant packages that
 //! another workspace's build then installs. The price is that every build
 //! downloads its dependencies again.
 
-use super::{Host, Sandbox, SandboxError, layout};
+use super::egress::{self, Egress};
+use super::{Host, Mode, Sandbox, SandboxError, layout};
 use crate::limits::Limits;
 use crate::venv::UV_PASSED_THROUGH;
 use std::path::{Path, PathBuf};
@@ -28,6 +30,8 @@ pub struct BuildSandbox<'a> {
     venv: PathBuf,
     scratch: PathBuf,
     limits: Limits,
+    /// The tunnel to package indexes (with bwrap; `off` uses the host's network).
+    egress: Option<Egress>,
 }
 
 /// Folders inside the scratch folder.
@@ -52,11 +56,20 @@ impl<'a> BuildSandbox<'a> {
         }
         host.lend(venv).await?;
         host.lend(scratch).await?;
+        let egress = match host.mode {
+            Mode::Bwrap => Some(
+                Egress::start(host.build_hosts.clone(), host.drop_to)
+                    .await
+                    .map_err(super::io_error("opening the build's network tunnel"))?,
+            ),
+            Mode::Off => None,
+        };
         Ok(Self {
             host,
             venv: venv.to_owned(),
             scratch: scratch.to_owned(),
             limits,
+            egress,
         })
     }
 
@@ -80,7 +93,9 @@ impl<'a> BuildSandbox<'a> {
         // Build backends write next to the sources (`build/`, `*.egg-info`).
         self.host.lend(&self.src()).await?;
         let mut sb = self.uv(true)?;
-        sb.args(["build", "--wheel", "--quiet", "--python"])
+        // Not `--quiet`: uv then passes on what the build backend prints,
+        // which is the tenant's clue when its build fails.
+        sb.args(["build", "--wheel", "--python"])
             .path_arg(python())
             .arg("--out-dir")
             .path_arg(inside(WHEEL))
@@ -142,27 +157,43 @@ impl<'a> BuildSandbox<'a> {
         sb
     }
 
-    /// uv, with its private cache and the host's index, proxy and TLS
-    /// settings (and the files those name).
+    /// uv, with its private cache and the host's index and TLS settings
+    /// (and the files those name); with `network`, reaching package indexes
+    /// through the tunnel's relay.
     fn uv(&self, network: bool) -> Result<Sandbox, SandboxError> {
         let tool = Path::new(layout::TOOLS).join("uv");
-        let mut sb = self.base(&tool);
-        sb.read_only(self.host.uv(), &tool).network(network);
+        let mut sb = match (&self.egress, network) {
+            (Some(egress), true) => {
+                let mut sb = self.base(self.host.prefix.join("bin/python3"));
+                sb.read_only(egress.socket(), egress::SOCKET_INSIDE)
+                    .args(["-I", "-S", "-c", egress::FORWARDER, egress::SOCKET_INSIDE])
+                    .path_arg(&tool);
+                sb
+            }
+            _ => self.base(&tool),
+        };
+        sb.read_only(self.host.uv(), &tool).tls_roots();
         if network {
             self.host.mount_venv(&mut sb, &self.venv, true)?;
         }
         sb.env_path("UV_CACHE_DIR", inside(CACHE))
             .env("UV_PYTHON_DOWNLOADS", "never")
             .env("UV_NO_PROGRESS", "1");
-        for name in UV_PASSED_THROUGH.iter().filter(|n| **n != "UV_CACHE_DIR") {
+        // The cache is the build's own; the proxy is the relay's (or, with
+        // `off`, the host's own).
+        let relayed = self.egress.is_some();
+        let skip = |name: &str| {
+            name == "UV_CACHE_DIR"
+                || (relayed && ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"].contains(&name))
+        };
+        for name in UV_PASSED_THROUGH.iter().filter(|n| !skip(n)) {
             let Ok(value) = std::env::var(name) else {
                 continue;
             };
             sb.env(name, &value);
             let path = Path::new(&value);
             let named_file = ["SSL_CERT_FILE", "SSL_CERT_DIR", "UV_FIND_LINKS"].contains(name);
-            let provided = self.host.provides(path);
-            if network && named_file && path.is_absolute() && path.exists() && !provided {
+            if named_file && path.is_absolute() && path.exists() && !self.host.provides(path) {
                 sb.read_only(path, path);
             }
         }

@@ -12,13 +12,16 @@ const SYSTEM_ROOTS: &[&str] = &[
 /// Files of `/etc` every interpreter needs: the loader cache, the time zone,
 /// and the alternatives some `/usr/bin` names link through.
 const SYSTEM_ETC: &[&str] = &["/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives"];
-/// Files of `/etc` that name resolution and TLS need, for sandboxes with network.
-const NETWORK_ETC: &[&str] = &[
+/// Files of `/etc` that name resolution needs, for sandboxes with network.
+const DNS_ETC: &[&str] = &[
     "/etc/resolv.conf",
     "/etc/hosts",
     "/etc/nsswitch.conf",
     "/etc/host.conf",
     "/etc/gai.conf",
+];
+/// The TLS roots of the host, for sandboxes that talk to package indexes.
+const TLS_ETC: &[&str] = &[
     "/etc/ssl/certs",
     "/etc/ca-certificates",
     "/etc/pki/tls/certs",
@@ -58,13 +61,18 @@ pub(super) fn system_paths() -> Vec<SystemPath> {
     paths
 }
 
-/// What of [`NETWORK_ETC`] this host has.
-pub(super) fn network_files() -> Vec<PathBuf> {
-    NETWORK_ETC
-        .iter()
-        .map(PathBuf::from)
-        .filter(|p| p.exists())
-        .collect()
+/// What of [`DNS_ETC`] this host has.
+pub(super) fn dns_files() -> Vec<PathBuf> {
+    existing(DNS_ETC)
+}
+
+/// What of [`TLS_ETC`] this host has.
+pub(super) fn tls_files() -> Vec<PathBuf> {
+    existing(TLS_ETC)
+}
+
+fn existing(paths: &[&str]) -> Vec<PathBuf> {
+    paths.iter().map(PathBuf::from).filter(|p| p.exists()).collect()
 }
 
 /// The arguments of `bwrap` for `sandbox`, whose binds have resolved sources.
@@ -94,10 +102,10 @@ pub(super) fn args(host: &Host, sandbox: &Sandbox, mounts: &[Mount]) -> Vec<OsSt
             SystemPath::Link { path, target } => a.pair("--symlink", target, path),
         }
     }
-    if sandbox.network {
-        for file in &host.network_files {
-            a.pair("--ro-bind", file, file);
-        }
+    let dns = host.dns_files.iter().filter(|_| sandbox.network);
+    let tls = host.tls_files.iter().filter(|_| sandbox.network || sandbox.tls_roots);
+    for file in dns.chain(tls) {
+        a.pair("--ro-bind", file, file);
     }
     for m in mounts {
         let flag = if m.writable { "--bind" } else { "--ro-bind" };

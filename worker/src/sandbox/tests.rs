@@ -25,9 +25,11 @@ fn fixed_host(mode: Mode) -> Host {
                 target: "usr/lib".into(),
             },
         ],
-        network_files: vec!["/etc/resolv.conf".into()],
+        dns_files: vec!["/etc/resolv.conf".into()],
+        tls_files: vec!["/etc/ssl/certs".into()],
         prefix: "/opt/python".into(),
         uv: "/opt/python/bin/uv".into(),
+        build_hosts: Default::default(),
     }
 }
 
