@@ -112,7 +112,7 @@ fn make_venv(scratch: &Path, repo: &Path) -> anyhow::Result<PathBuf> {
     run(&["venv", "--quiet", "--relocatable", "--python", &python(), &venv_s])?;
     let python = venv.join("bin/python").to_string_lossy().into_owned();
     let engine = repo.join("engine").to_string_lossy().into_owned();
-    let config = repo.join("engine/templates/config").to_string_lossy().into_owned();
+    let config = repo.join("engine/src/ade_engine/templates/config").to_string_lossy().into_owned();
     run(&["pip", "install", "--quiet", "--python", &python, &engine, &config])?;
     Ok(venv)
 }
