@@ -72,7 +72,11 @@ pub(super) fn tls_files() -> Vec<PathBuf> {
 }
 
 fn existing(paths: &[&str]) -> Vec<PathBuf> {
-    paths.iter().map(PathBuf::from).filter(|p| p.exists()).collect()
+    paths
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .collect()
 }
 
 /// The arguments of `bwrap` for `sandbox`, whose binds have resolved sources.
@@ -103,7 +107,10 @@ pub(super) fn args(host: &Host, sandbox: &Sandbox, mounts: &[Mount]) -> Vec<OsSt
         }
     }
     let dns = host.dns_files.iter().filter(|_| sandbox.network);
-    let tls = host.tls_files.iter().filter(|_| sandbox.network || sandbox.tls_roots);
+    let tls = host
+        .tls_files
+        .iter()
+        .filter(|_| sandbox.network || sandbox.tls_roots);
     for file in dns.chain(tls) {
         a.pair("--ro-bind", file, file);
     }
