@@ -18,11 +18,14 @@
 //! there: not `ADE_DATA_DIR`, `ADE_VENVS_DIR`, `/etc/shadow`, `/root`,
 //! `/home`, nor other processes. It runs in new user, PID, IPC, UTS,
 //! cgroup and network namespaces (loopback only: a build's uv reaches
-//! package indexes through [`egress`], never the host's network), with no capabilities,
+//! package indexes through [`egress`]; [`Sandbox::network`] would share
+//! the host's network, and nothing asks for it), with no capabilities,
 //! `no_new_privs` (bwrap sets it), no nested user namespaces, in a session
 //! of its own (`--new-session`: no terminal injection), killed with its
 //! parent (`--die-with-parent`). When its PID 1 exits, the kernel kills
-//! everything left in the namespace, double-forked or not.
+//! everything left in the namespace, double-forked or not. Descriptors the
+//! caller leaves open for the child (the engine's events pipe on fd 3) pass
+//! through bwrap unchanged.
 //!
 //! # Whose uid
 //!
@@ -38,7 +41,10 @@
 //! ancestor with a tmpfs and binds the source back at its own path, so
 //! bwrap finds it without the host's permissions changing (see `stage`).
 //! bwrap 0.8's `--ro-bind-fd` does not help here: it resolves the
-//! descriptor back to a path and walks it.
+//! descriptor back to a path and walks it. Every sandbox shares the one
+//! uid; that is safe between sandboxes (none sees another's processes or
+//! files), but a host service that also runs as `nobody` would own their
+//! user namespaces: a host that has one should get a dedicated uid here.
 //!
 //! Limits are rlimits (see [`crate::limits`]), inherited from the child
 //! that executes bwrap, except the process count, which `prlimit` sets
