@@ -379,3 +379,63 @@ backend-path = ["."]
     );
     app.finish().await;
 }
+
+/// `program` itself, not a wrapper (a pyenv shim needs its whole tree).
+fn real_program(program: &str, ask: &[&str]) -> std::path::PathBuf {
+    let out = std::process::Command::new(program)
+        .args(ask)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{program} {ask:?}");
+    std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+#[tokio::test]
+async fn a_worker_whose_sandbox_cannot_work_refuses_to_start_and_says_why() {
+    let app = TestApp::with(Options::default()).await;
+    // A PATH with the interpreter and uv, but no bubblewrap.
+    let bin = app.data_dir.join("bin-without-bwrap");
+    std::fs::create_dir_all(&bin).unwrap();
+    let python = real_program("python3", &["-c", "import sys; print(sys.executable)"]);
+    let uv = real_program(
+        "uv",
+        &[
+            "run",
+            "--no-project",
+            "--no-config",
+            "-q",
+            "--",
+            "printenv",
+            "UV",
+        ],
+    );
+    std::os::unix::fs::symlink(python, bin.join("python3")).unwrap();
+    std::os::unix::fs::symlink(uv, bin.join("uv")).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let worker = exe.parent().unwrap().parent().unwrap().join("ade-worker");
+    assert!(
+        worker.exists(),
+        "run `cargo build --bins` first (scripts/test does)"
+    );
+    let run = tokio::process::Command::new(worker)
+        .env_clear()
+        .env("PATH", &bin)
+        .env("ADE_DATABASE_URL", &app.db_url)
+        .env("ADE_AMQP_PREFIX", &app.prefix)
+        .env("ADE_DATA_DIR", &app.data_dir)
+        .env("ADE_VENVS_DIR", app.data_dir.join("venvs"))
+        .env("ADE_ENGINE_DIR", crate::helpers::repo_root().join("engine"))
+        .env("ADE_WORKER_ID", "no-sandbox")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(DEADLINE, run)
+        .await
+        .expect("the worker exits")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("ADE_ENGINE_SANDBOX"), "{stderr}");
+    assert!(stderr.contains("bwrap was not found"), "{stderr}");
+    assert!(stderr.contains("bubblewrap"), "{stderr}");
+    app.finish().await;
+}
