@@ -122,7 +122,7 @@ impl Worker {
             &settings.uv,
         )
         .await
-        .context("preparing the engine sandbox (ADE_ENGINE_SANDBOX)")?
+        .context("preparing the engine sandbox (ADE_ENGINE_SANDBOX=bwrap; `off` is for hosts without user namespaces)")?
         .allow_build_hosts(&settings.build_network_hosts);
         let sandbox = Arc::new(sandbox);
         tokio::fs::create_dir_all(&root)
