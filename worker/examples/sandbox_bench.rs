@@ -20,7 +20,10 @@ const RUNS: usize = 30;
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let print = args.iter().any(|a| a == "--print");
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned();
     let scratch = std::env::temp_dir().join(format!("ade-sandbox-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     let venv = match args.iter().find(|a| !a.starts_with("--")) {
@@ -55,7 +58,11 @@ async fn main() -> anyhow::Result<()> {
                 let start = Instant::now();
                 let status = cmd.status().await?;
                 times.push(start.elapsed());
-                anyhow::ensure!(status.success(), "{case} under {} failed: {status}", mode.as_str());
+                anyhow::ensure!(
+                    status.success(),
+                    "{case} under {} failed: {status}",
+                    mode.as_str()
+                );
             }
             times.drain(..2);
             times.sort();
@@ -109,11 +116,30 @@ fn make_venv(scratch: &Path, repo: &Path) -> anyhow::Result<PathBuf> {
         Ok(())
     };
     let venv_s = venv.to_string_lossy().into_owned();
-    run(&["venv", "--quiet", "--relocatable", "--python", &python(), &venv_s])?;
+    run(&[
+        "venv",
+        "--quiet",
+        "--relocatable",
+        "--python",
+        &python(),
+        &venv_s,
+    ])?;
     let python = venv.join("bin/python").to_string_lossy().into_owned();
     let engine = repo.join("engine").to_string_lossy().into_owned();
-    let config = repo.join("engine/src/ade_engine/templates/config").to_string_lossy().into_owned();
-    run(&["pip", "install", "--quiet", "--python", &python, &engine, &config])?;
+    let config = repo
+        .join("engine/src/ade_engine/templates/config")
+        .to_string_lossy()
+        .into_owned();
+    run(&[
+        "pip",
+        "install",
+        "--quiet",
+        "--compile-bytecode",
+        "--python",
+        &python,
+        &engine,
+        &config,
+    ])?;
     Ok(venv)
 }
 
