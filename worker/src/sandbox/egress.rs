@@ -182,11 +182,12 @@ impl Egress {
     /// Listens on a new socket (owned by `owner`, so the sandbox user may
     /// connect) in a folder only the worker may enter.
     pub(super) async fn start(allowed: Arc<Allowed>, owner: Option<Ids>) -> io::Result<Self> {
-        // Socket paths are short (108 bytes): not under the build's folder.
-        let dir = std::env::temp_dir().join("ade-egress");
-        tokio::fs::create_dir_all(&dir).await?;
         use std::os::unix::fs::PermissionsExt as _;
-        tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).await?;
+        let top = sockets_root();
+        tokio::fs::create_dir_all(&top).await?;
+        tokio::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o700)).await?;
+        let dir = top.join(std::process::id().to_string());
+        tokio::fs::create_dir_all(&dir).await?;
         let socket = dir.join(format!("{}.sock", uuid::Uuid::now_v7().simple()));
         let listener = UnixListener::bind(&socket)?;
         if let Some(ids) = owner {
@@ -199,6 +200,27 @@ impl Egress {
     /// The socket, to bind into the sandbox at [`SOCKET_INSIDE`].
     pub(super) fn socket(&self) -> &Path {
         &self.socket
+    }
+}
+
+/// Where tunnels' sockets are: short paths (a socket's is at most 108
+/// bytes), so not under the build's folder; one folder per worker process.
+fn sockets_root() -> PathBuf {
+    std::env::temp_dir().join("ade-egress")
+}
+
+/// Removes the socket folders of worker processes that are gone (a killed
+/// worker cannot remove its own). Call at start.
+pub(super) fn sweep() {
+    let Ok(entries) = std::fs::read_dir(sockets_root()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name.to_str().and_then(|n| n.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

@@ -56,6 +56,7 @@ impl Host {
             build_hosts: std::sync::Arc::new(egress::Allowed::from_env(&[])),
         };
         if mode == Mode::Bwrap {
+            egress::sweep();
             host.probe().await?;
         } else {
             tracing::warn!(
