@@ -179,6 +179,8 @@ fn a_venv_must_name_the_workers_interpreter() {
             },
         ]
     );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&prefix);
 }
 
 #[test]
@@ -201,6 +203,7 @@ fn off_maps_inside_paths_to_links_in_the_scratch_folder() {
         std::fs::read_link(view.join("run/ade/inputs/a.csv")).unwrap(),
         doc
     );
+    let _ = std::fs::remove_dir_all(&scratch);
 }
 
 #[test]
