@@ -76,7 +76,10 @@ pub fn principal(
 /// Resolves an `Authorization` header and charges the key's rate limit.
 pub async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Principal, ApiError> {
     let key = header
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .filter(|k| !k.is_empty() && k.len() <= 200)
         .ok_or(ApiError::Unauthorized)?;
@@ -101,7 +104,11 @@ struct Cached {
 }
 
 impl KeyCache {
-    async fn resolve(&self, state: &AppState, hash: [u8; 32]) -> Result<Option<Principal>, ApiError> {
+    async fn resolve(
+        &self,
+        state: &AppState,
+        hash: [u8; 32],
+    ) -> Result<Option<Principal>, ApiError> {
         if let Some(found) = self.cached(&hash) {
             return Ok(found);
         }
@@ -112,7 +119,13 @@ impl KeyCache {
         if entries.len() >= CACHE_MAX {
             entries.clear();
         }
-        entries.insert(hash, Cached { found, at: Instant::now() });
+        entries.insert(
+            hash,
+            Cached {
+                found,
+                at: Instant::now(),
+            },
+        );
         drop(entries);
         if let Some(p) = found {
             touch(state, p.key_id);

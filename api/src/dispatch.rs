@@ -18,7 +18,9 @@ pub async fn redispatch_loop(state: AppState, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match ade_common::lifecycle::reaper::reap(&state.pool, state.settings.common.max_attempts).await {
+        match ade_common::lifecycle::reaper::reap(&state.pool, state.settings.common.max_attempts)
+            .await
+        {
             Ok(reaped) => {
                 state.events.publish(reaped.events);
                 for job in reaped.requeued {

@@ -70,11 +70,7 @@ fn generate() -> std::io::Result<String> {
 }
 
 /// Makes a key with `scope`; the workspace must exist.
-pub async fn create(
-    db: &impl GenericClient,
-    scope: Scope,
-    name: &str,
-) -> anyhow::Result<NewKey> {
+pub async fn create(db: &impl GenericClient, scope: Scope, name: &str) -> anyhow::Result<NewKey> {
     let key = generate()?;
     let (workspace, admin) = match scope {
         Scope::Admin => (None, true),
@@ -208,7 +204,10 @@ pub async fn cli(
                 println!("{}", serde_json::to_string_pretty(&new)?);
             } else {
                 println!("{}", new.key);
-                eprintln!("key {} ({}) made; it is shown only this once", new.record.id, new.record.prefix);
+                eprintln!(
+                    "key {} ({}) made; it is shown only this once",
+                    new.record.id, new.record.prefix
+                );
             }
         }
         KeysCommand::List { workspace } => {

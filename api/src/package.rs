@@ -167,7 +167,10 @@ fn read_zip(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, PackageError> {
             continue;
         }
         if file.is_symlink() {
-            return Err(PackageError::UnsafeEntry(shown(&name), "symlinks are not allowed"));
+            return Err(PackageError::UnsafeEntry(
+                shown(&name),
+                "symlinks are not allowed",
+            ));
         }
         let path = checked_path(&name)?;
         let left = budget.admit(file.size())?;
@@ -196,7 +199,10 @@ fn read_tar_gz(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, PackageError> 
             Ok(name) => name.to_owned(),
             Err(_) => {
                 let lossy = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-                return Err(PackageError::UnsafeEntry(shown(&lossy), "names must be UTF-8"));
+                return Err(PackageError::UnsafeEntry(
+                    shown(&lossy),
+                    "names must be UTF-8",
+                ));
             }
         };
         match entry.header().entry_type() {
@@ -228,7 +234,10 @@ fn insert_once(
     data: Vec<u8>,
 ) -> Result<(), PackageError> {
     if files.contains_key(&path) {
-        return Err(PackageError::UnsafeEntry(shown(&path), "the name appears twice"));
+        return Err(PackageError::UnsafeEntry(
+            shown(&path),
+            "the name appears twice",
+        ));
     }
     files.insert(path, data);
     Ok(())

@@ -59,7 +59,9 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let io = hyper_util::rt::TokioIo::new(Idle::new(stream, limits.idle));
         let service = hyper_util::service::TowerToHyperService::new(warp::service(routes.clone()));
-        let connection = builder.serve_connection_with_upgrades(io, service).into_owned();
+        let connection = builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -68,7 +70,10 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open after the shutdown grace period; closing them");
     }
 }

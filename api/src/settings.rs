@@ -33,7 +33,11 @@ pub enum KeysCommand {
     /// Make a key and print it once (only its hash is stored).
     Create {
         /// An admin key: every workspace, and the operations endpoints.
-        #[arg(long, conflicts_with = "workspace", required_unless_present = "workspace")]
+        #[arg(
+            long,
+            conflicts_with = "workspace",
+            required_unless_present = "workspace"
+        )]
         admin: bool,
         /// A key that sees exactly this workspace.
         #[arg(long)]

@@ -51,13 +51,18 @@ impl DataDir {
 
     /// Where a build's configuration wheel is shared with other hosts.
     pub fn build_wheels(&self, build_id: Uuid) -> PathBuf {
-        self.0.join("builds").join(build_id.to_string()).join("wheels")
+        self.0
+            .join("builds")
+            .join(build_id.to_string())
+            .join("wheels")
     }
 }
 
 /// The content type served for a file name, from a fixed table.
 pub fn content_type_for(name: &str) -> &'static str {
-    let ext = name.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase());
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, ext)| ext.to_ascii_lowercase());
     match ext.as_deref() {
         Some("csv") => "text/csv",
         Some("tsv") => "text/tab-separated-values",

@@ -121,7 +121,12 @@ pub async fn refuse(ctx: &Context, build: &BuildRow, error: String) -> anyhow::R
 }
 
 /// Writes the verdict and `build.completed`; `None` when no longer the builder.
-async fn record(ctx: &Context, build: &BuildRow, verdict: &Verdict, duration_ms: u64) -> Option<()> {
+async fn record(
+    ctx: &Context,
+    build: &BuildRow,
+    verdict: &Verdict,
+    duration_ms: u64,
+) -> Option<()> {
     let written = ade_common::db::retry_transient(crate::DB_PATIENCE, || async {
         let mut db = ctx.pool.get().await?;
         let incarnation = ctx.claimant.incarnation;
@@ -181,13 +186,19 @@ pub async fn ensure(
                             let payload = json!({"reason": reason.as_str(), "fingerprint": build.marker.fingerprint});
                             sinks.emit(EventKind::BuildCreated, payload).await;
                         }
-                        sinks.emit(EventKind::BuildStarted, json!({"host": ctx.host})).await;
+                        sinks
+                            .emit(EventKind::BuildStarted, json!({"host": ctx.host}))
+                            .await;
                     }
                     let payload = json!({"phase": phase.as_str()});
                     sinks.emit(EventKind::BuildPhaseStarted, payload).await;
                 }
                 Progress::Line(channel, line) => {
-                    let stream = if channel == Channel::Stderr { "stderr" } else { "stdout" };
+                    let stream = if channel == Channel::Stderr {
+                        "stderr"
+                    } else {
+                        "stdout"
+                    };
                     sinks.console(stream, line).await;
                 }
             }

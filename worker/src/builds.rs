@@ -126,7 +126,9 @@ async fn hydrate(
     match builder::ensure(ctx, build, package, Some(Reason::Hydration), &sinks, stop).await {
         Ok(ready) => Ok(ready),
         Err(BuildError::Stopped) => Err(Unready::Stopped),
-        Err(e) => Err(Unready::Host(format!("the environment could not be rebuilt on this host: {e}"))),
+        Err(e) => Err(Unready::Host(format!(
+            "the environment could not be rebuilt on this host: {e}"
+        ))),
     }
 }
 
@@ -156,7 +158,9 @@ async fn wait(
                 }
             }
         }
-        Err(e) => tracing::warn!(build.id = %build.id, error = %e, "could not read the build's events"),
+        Err(e) => {
+            tracing::warn!(build.id = %build.id, error = %e, "could not read the build's events")
+        }
     }
     Ok(())
 }
@@ -171,7 +175,9 @@ async fn current_status(ctx: &Context, build: &mut BuildRow) -> Result<BuildStat
             build.error = error;
             if status == BuildStatus::Ready {
                 // The builder recorded the exact packages to reproduce.
-                let (row, _) = load(ctx, build.id).await.map_err(|e| Unready::Host(format!("{e:#}")))?;
+                let (row, _) = load(ctx, build.id)
+                    .await
+                    .map_err(|e| Unready::Host(format!("{e:#}")))?;
                 build.packages = row.packages;
             }
             Ok(status)
@@ -206,7 +212,9 @@ pub async fn process_build(ctx: &Context, build_id: Uuid) -> anyhow::Result<bool
         (Some(error), _) => builder::refuse(ctx, &build, error).await?,
         (None, Some(package)) => {
             let sinks = Sinks::new(None, build_id);
-            if let Err(e) = builder::build(ctx, &build, package, sinks, CancellationToken::new()).await {
+            if let Err(e) =
+                builder::build(ctx, &build, package, sinks, CancellationToken::new()).await
+            {
                 tracing::warn!(build.id = %build_id, error = %e, "build did not finish");
             }
         }
@@ -241,7 +249,11 @@ async fn plan(
     }
     let resolved = rebind(ctx, claim).await?;
     if let Resolved::Created { id, created } = &resolved {
-        let event = NewEvent::new(EventKind::BuildCreated, ade_common::events::Source::Worker, created.clone());
+        let event = NewEvent::new(
+            EventKind::BuildCreated,
+            ade_common::events::Source::Worker,
+            created.clone(),
+        );
         events.emit(event.with_build(*id)).await;
     }
     let (build, package) = load(ctx, resolved.id()).await?;

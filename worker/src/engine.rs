@@ -14,13 +14,14 @@ use crate::Context;
 use crate::builds::Unready;
 use crate::events::EventSink;
 use crate::process::{self, Channel, Guard, ProcessError};
+use crate::venv::Ready;
 use ade_common::db::retry_transient;
 use ade_common::events::{EventKind, NewEvent, Source};
 use ade_common::lifecycle::{Claim, Completion};
 use ade_common::runs::Failure;
 use ade_common::status::RunStatus;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use tokio_util::sync::CancellationToken;
 
@@ -55,7 +56,11 @@ pub async fn execute(
     };
     let started = json!({"worker_id": ctx.claimant.worker_id, "host": ctx.host, "attempt": claim.attempt, "env_reused": ready.reused});
     events
-        .emit(NewEvent::new(EventKind::RunStarted, Source::Worker, started))
+        .emit(NewEvent::new(
+            EventKind::RunStarted,
+            Source::Worker,
+            started,
+        ))
         .await;
     let inputs = match retry_transient(crate::DB_PATIENCE, || stage_inputs(ctx, claim)).await {
         Ok(inputs) => inputs,
@@ -64,7 +69,7 @@ pub async fn execute(
             return failed(2, failure);
         }
     };
-    run_engine(ctx, claim, &ready.python, &inputs, events, stop).await
+    run_engine(ctx, claim, &ready, &inputs, events, stop).await
 }
 
 fn failed(exit_code: i32, failure: Failure) -> Execution {
@@ -72,7 +77,7 @@ fn failed(exit_code: i32, failure: Failure) -> Execution {
 }
 
 /// One input: the document's file, and its name for the engine (`<document id>.<ext>`).
-type Input = (PathBuf, String);
+type Input = crate::warm::Input;
 
 /// Clears this attempt's folder and finds each document's file.
 async fn stage_inputs(ctx: &Context, claim: &Claim) -> anyhow::Result<Vec<Input>> {
@@ -128,29 +133,43 @@ struct Totals {
 impl Totals {
     /// Keeps the `code` of the first `run.error` (empty if it had none).
     fn first_error(&self, payload: &Value) {
-        let code = payload.get("code").and_then(Value::as_str).unwrap_or_default();
+        let code = payload
+            .get("code")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let mut kept = self.error_code.lock().expect("totals lock");
         kept.get_or_insert_with(|| code.to_owned());
     }
 }
 
+/// Runs the engine — forked by the build's warm engine when the pool has
+/// one, else spawned — and says how it ended.
 async fn run_engine(
     ctx: &Context,
     claim: &Claim,
-    python: &Path,
+    ready: &Ready,
     inputs: &[Input],
     events: &EventSink,
     stop: CancellationToken,
 ) -> Execution {
     let outputs = ctx.data_dir.attempt_outputs(claim.run_id, claim.attempt);
-    let cmd = match engine_command(ctx, claim, python, inputs, &outputs).await {
-        Ok(cmd) => cmd,
-        Err(e) => {
-            return failed(
-                2,
-                Failure::new("run", "environment_unavailable", format!("{e:#}")),
-            );
-        }
+    let venv = ready
+        .python
+        .parent()
+        .and_then(Path::parent)
+        .expect("<venv>/bin/python");
+    let warm = crate::warm::start(ctx, claim, ready.marker.build_id, venv, inputs).await;
+    let cmd = match &warm {
+        Some(_) => None,
+        None => match engine_command(ctx, claim, &ready.python, inputs, &outputs).await {
+            Ok(cmd) => Some(cmd),
+            Err(e) => {
+                return failed(
+                    2,
+                    Failure::new("run", "environment_unavailable", format!("{e:#}")),
+                );
+            }
+        },
     };
     let guard = Guard {
         timeout: ctx.run_timeout,
@@ -169,7 +188,14 @@ async fn run_engine(
         }
     };
     let started = std::time::Instant::now();
-    let result = process::run(cmd, guard, on_line).await;
+    let (result, warm) = match (warm, cmd) {
+        (Some(warm), _) => {
+            let ran = process::supervise(warm.child, warm.outputs, guard, on_line).await;
+            (ran, Some(warm.folder))
+        }
+        (None, Some(cmd)) => (process::run(cmd, guard, on_line).await, None),
+        (None, None) => unreachable!("either a warm run or a command"),
+    };
     let mut summary = totals
         .engine
         .lock()
@@ -184,8 +210,18 @@ async fn run_engine(
     if let (Some(summary), Value::Object(counts)) = (summary.as_object_mut(), events.totals()) {
         summary.extend(counts);
     }
+    let published = match (&result, &warm) {
+        (Ok(0), Some(warm)) => Some(crate::warm::publish(ctx, warm, &outputs, events).await),
+        (Ok(0), None) => {
+            Some(crate::outputs::publish(&ctx.sandbox, &outputs, &ctx.limits, events).await)
+        }
+        _ => None,
+    };
+    if let Some(warm) = warm {
+        crate::warm::clean(warm).await;
+    }
     let mut completion = match result {
-        Ok(0) => match crate::outputs::publish(&ctx.sandbox, &outputs, &ctx.limits, events).await {
+        Ok(0) => match published.expect("published after a success") {
             Ok(files) => Completion {
                 status: RunStatus::Succeeded,
                 exit_code: Some(0),
@@ -276,11 +312,12 @@ async fn engine_command(
 
 /// Wraps one engine line in the envelope, or reports why it could not.
 async fn engine_event(events: &EventSink, totals: &Totals, line: &str) {
-    let parsed: Option<(EventKind, Value)> = serde_json::from_str::<Value>(line).ok().and_then(|v| {
-        let kind = EventKind::engine(v.get("type")?.as_str()?)?;
-        let payload = v.get("payload").cloned().unwrap_or(json!({}));
-        payload.is_object().then_some((kind, payload))
-    });
+    let parsed: Option<(EventKind, Value)> =
+        serde_json::from_str::<Value>(line).ok().and_then(|v| {
+            let kind = EventKind::engine(v.get("type")?.as_str()?)?;
+            let payload = v.get("payload").cloned().unwrap_or(json!({}));
+            payload.is_object().then_some((kind, payload))
+        });
     match parsed {
         Some((kind, payload)) => {
             if kind == EventKind::RunValidationSummary

@@ -99,7 +99,13 @@ impl EventSink {
     }
 
     /// Queues a `console.line`, within the stream's console budget.
-    pub async fn console(&self, scope: &str, stream: &str, message: String, build_id: Option<Uuid>) {
+    pub async fn console(
+        &self,
+        scope: &str,
+        stream: &str,
+        message: String,
+        build_id: Option<Uuid>,
+    ) {
         let Some(message) = admit(&self.console, CONSOLE_BUDGET, message, "console output") else {
             return;
         };
@@ -129,7 +135,10 @@ impl EventSink {
             }
         };
         match admitted {
-            Ok(()) => self.emit(NewEvent::new(kind, Source::Engine, payload)).await,
+            Ok(()) => {
+                self.emit(NewEvent::new(kind, Source::Engine, payload))
+                    .await
+            }
             Err(true) => {
                 let notice = format!(
                     "engine event limit reached ({} events or {} bytes per run); further engine events are dropped",
@@ -157,7 +166,10 @@ impl EventSink {
     pub async fn finish(self) {
         drop(self.tx);
         let mut writer = self.writer;
-        if tokio::time::timeout(FINISH_PATIENCE, &mut writer).await.is_err() {
+        if tokio::time::timeout(FINISH_PATIENCE, &mut writer)
+            .await
+            .is_err()
+        {
             tracing::warn!("events could not be written in time; giving up on the rest");
             writer.abort();
         }

@@ -53,7 +53,9 @@ pub fn register(socket: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
 pub async fn send(socket: &AsyncFd<OwnedFd>, message: &[u8], fds: &[RawFd]) -> io::Result<()> {
     assert!(fds.len() <= MAX_FDS, "too many descriptors for one message");
     socket
-        .async_io(Interest::WRITABLE, |fd| send_now(fd.as_raw_fd(), message, fds))
+        .async_io(Interest::WRITABLE, |fd| {
+            send_now(fd.as_raw_fd(), message, fds)
+        })
         .await
 }
 
@@ -173,12 +175,20 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(&buf[..received.0], b"hello");
-        std::fs::File::from(received.1).write_all(b"through").unwrap();
+        std::fs::File::from(received.1)
+            .write_all(b"through")
+            .unwrap();
         let mut out = String::new();
-        std::fs::File::from(reader).read_to_string(&mut out).unwrap();
+        std::fs::File::from(reader)
+            .read_to_string(&mut out)
+            .unwrap();
         assert_eq!(out, "through");
         drop(theirs);
         let mut buf = [0u8; 4];
-        assert_eq!(recv(&ours, &mut buf).await.unwrap(), 0, "a hang-up reads as empty");
+        assert_eq!(
+            recv(&ours, &mut buf).await.unwrap(),
+            0,
+            "a hang-up reads as empty"
+        );
     }
 }

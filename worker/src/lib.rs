@@ -43,6 +43,7 @@ pub mod settings;
 pub mod slots;
 pub mod stop;
 pub mod venv;
+pub mod warm;
 pub mod wheels;
 pub mod zygote;
 
@@ -91,6 +92,8 @@ pub struct Context {
     pub running: stop::Running,
     /// The run slots (`ADE_WORKER_CONCURRENCY`).
     pub slots: slots::Slots,
+    /// The warm engine pool (`ADE_ENGINE_POOL=on`).
+    pub engines: Option<Arc<pool::Pool>>,
     /// Attempts before a lost run fails.
     pub max_attempts: u32,
 }
@@ -153,7 +156,7 @@ impl Worker {
             run_timeout: Duration::from_secs(settings.run_timeout_seconds),
             limits: settings.run_limits(),
             venvs: Arc::new(venv::VenvCache {
-                root,
+                root: root.clone(),
                 uv: settings.uv.clone(),
                 python: settings.common.python.clone(),
                 engine_dir,
@@ -168,6 +171,9 @@ impl Worker {
             data_dir: DataDir::new(&settings.common.data_dir),
             running: stop::Running::default(),
             slots: slots::Slots::new(settings.concurrency()),
+            engines: settings
+                .pool()
+                .map(|limits| Arc::new(pool::Pool::new(limits, root.join(".pool")))),
             max_attempts: settings.common.max_attempts,
         };
         tracing::info!(worker.id = %ctx.claimant.worker_id, incarnation = %ctx.claimant.incarnation, engine = %ctx.identity.engine_version, python = %ctx.identity.python_version, "worker ready");
@@ -199,6 +205,10 @@ impl Worker {
             shutdown.clone(),
         ));
         let reaper = tokio::spawn(fleet::reap_loop(self.ctx.clone(), shutdown.clone()));
+        let engines = self.ctx.engines.clone();
+        let idle = engines
+            .clone()
+            .map(|p| tokio::spawn(idle_loop(p, shutdown.clone())));
         // Leases are kept through the drain, until the consumer has returned.
         let drained = CancellationToken::new();
         let keeper = tokio::spawn(lease::keep_loop(self.ctx.clone(), drained.clone()));
@@ -211,10 +221,26 @@ impl Worker {
         consumer.run(shutdown).await;
         drained.cancel();
         keeper.await?;
+        if let Some(engines) = engines {
+            engines.close().await;
+        }
+        if let Some(idle) = idle {
+            idle.await?;
+        }
         collector.await?;
         reaper.await?;
         heartbeat.await?;
         Ok(())
+    }
+}
+
+/// Stops idle warm engines every half minute until `shutdown`.
+async fn idle_loop(pool: Arc<pool::Pool>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(30)) => pool.collect_idle().await,
+        }
     }
 }
 

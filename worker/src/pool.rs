@@ -13,7 +13,7 @@
 
 use crate::zygote::{Zygote, ZygoteError};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::process::Command;
@@ -31,6 +31,10 @@ pub struct PoolSettings {
 }
 
 struct Entry {
+    /// Which copy of the venv it imported (its folder's inode): a venv
+    /// rebuilt in place (hydration after a deletion) is a new copy, and the
+    /// old zygote, bound to the deleted files, is retired.
+    venv: u64,
     zygote: Arc<Zygote>,
     scratch: PathBuf,
     runs: u32,
@@ -64,13 +68,21 @@ impl Pool {
         }
     }
 
-    /// The zygote of `build`, started with `launch(scratch)` if there is
-    /// none (or it is spent or dead). `Err` means: spawn the engine instead.
-    pub async fn lease<F>(&self, build: Uuid, launch: F) -> Result<Lease, ZygoteError>
+    /// The zygote of `build`, started with the command `launch(scratch)`
+    /// makes if there is none (or it is spent or dead). `Err` means: spawn
+    /// the engine instead.
+    pub async fn lease<F, Fut>(
+        &self,
+        build: Uuid,
+        venv: &std::path::Path,
+        launch: F,
+    ) -> Result<Lease, ZygoteError>
     where
-        F: FnOnce(&Path) -> Command,
+        F: FnOnce(PathBuf) -> Fut,
+        Fut: Future<Output = anyhow::Result<Command>>,
     {
-        if let Some(lease) = self.take(build) {
+        let venv = std::os::unix::fs::MetadataExt::ino(&tokio::fs::metadata(venv).await?);
+        if let Some(lease) = self.take(build, venv) {
             return Ok(lease);
         }
         // One start per build at a time; later runs wait for it and share it.
@@ -82,12 +94,19 @@ impl Pool {
             .or_default()
             .clone();
         let _starting = gate.lock().await;
-        if let Some(lease) = self.take(build) {
+        if let Some(lease) = self.take(build, venv) {
             return Ok(lease);
         }
-        let scratch = self.root.join(build.to_string()).join(Uuid::now_v7().simple().to_string());
+        let scratch = self
+            .root
+            .join(build.to_string())
+            .join(Uuid::now_v7().simple().to_string());
         tokio::fs::create_dir_all(&scratch).await?;
-        let zygote = match Zygote::start(launch(&scratch)).await {
+        let started = match launch(scratch.clone()).await {
+            Ok(cmd) => Zygote::start(cmd).await,
+            Err(e) => Err(ZygoteError::Unavailable(format!("{e:#}"))),
+        };
+        let zygote = match started {
             Ok(zygote) => Arc::new(zygote),
             Err(e) => {
                 let _ = tokio::fs::remove_dir_all(&scratch).await;
@@ -101,6 +120,7 @@ impl Pool {
             entries.insert(
                 build,
                 Entry {
+                    venv,
                     zygote: zygote.clone(),
                     scratch: scratch.clone(),
                     runs: 1,
@@ -113,11 +133,13 @@ impl Pool {
         Ok(Lease { zygote, scratch })
     }
 
-    /// The live zygote of `build`, counting one more run, if it has runs left.
-    fn take(&self, build: Uuid) -> Option<Lease> {
+    /// The live zygote of `build` for this copy of its venv, counting one
+    /// more run, if it has runs left.
+    fn take(&self, build: Uuid, venv: u64) -> Option<Lease> {
         let mut entries = self.entries.lock().expect("pool lock");
         let entry = entries.get_mut(&build)?;
-        if !entry.zygote.is_alive() || entry.runs >= self.settings.max_runs {
+        let spent = entry.runs >= self.settings.max_runs;
+        if !entry.zygote.is_alive() || spent || entry.venv != venv {
             let spent = entries.remove(&build).expect("just found");
             tokio::spawn(retire(vec![spent]));
             return None;
@@ -147,10 +169,19 @@ impl Pool {
         retire(idle).await;
     }
 
-    /// Stops every zygote (at shutdown).
+    /// Stops every zygote at once (at shutdown, once runs have drained).
     pub async fn close(&self) {
-        let all: Vec<Entry> = self.entries.lock().expect("pool lock").drain().map(|(_, e)| e).collect();
-        retire(all).await;
+        let all: Vec<Entry> = self
+            .entries
+            .lock()
+            .expect("pool lock")
+            .drain()
+            .map(|(_, e)| e)
+            .collect();
+        for entry in all {
+            entry.zygote.stop().await;
+            let _ = tokio::fs::remove_dir_all(&entry.scratch).await;
+        }
     }
 
     /// Live zygotes.

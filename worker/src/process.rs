@@ -60,11 +60,7 @@ pub struct Guard {
 
 /// Runs `cmd` under `guard`, passing every output line to `on_line`.
 /// Returns the exit code (128 + signal for a signalled child).
-pub async fn run<F, Fut>(
-    mut cmd: Command,
-    guard: Guard,
-    on_line: F,
-) -> Result<i32, ProcessError>
+pub async fn run<F, Fut>(mut cmd: Command, guard: Guard, on_line: F) -> Result<i32, ProcessError>
 where
     F: FnMut(Channel, String) -> Fut,
     Fut: Future<Output = ()>,
@@ -93,8 +89,14 @@ where
     })?;
     let pgid = child.id().expect("a just-spawned child has a pid") as i32;
     let mut outputs: Vec<(Channel, Output)> = vec![
-        (Channel::Stdout, Box::new(child.stdout.take().expect("piped"))),
-        (Channel::Stderr, Box::new(child.stderr.take().expect("piped"))),
+        (
+            Channel::Stdout,
+            Box::new(child.stdout.take().expect("piped")),
+        ),
+        (
+            Channel::Stderr,
+            Box::new(child.stderr.take().expect("piped")),
+        ),
     ];
     if let Some((reader, writer)) = pipe {
         drop(writer);

@@ -77,7 +77,10 @@ impl Consumer {
         let mut generation = 0;
         while !shutdown.is_cancelled() {
             generation += 1;
-            match self.consume(&shutdown, &mut tasks, &mut backoff, generation).await {
+            match self
+                .consume(&shutdown, &mut tasks, &mut backoff, generation)
+                .await
+            {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "broker connection lost")
@@ -136,7 +139,12 @@ impl Consumer {
                             Some(slot) => Some(slot),
                             None => {
                                 // Cannot happen while prefetch ≤ free slots; never run over.
-                                let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                                let _ = delivery
+                                    .nack(BasicNackOptions {
+                                        requeue: true,
+                                        ..Default::default()
+                                    })
+                                    .await;
                                 continue;
                             }
                         }
@@ -208,7 +216,8 @@ impl Consumer {
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
             .await?;
-        self.basic_consume(channel, &self.topology.runs_queue()).await
+        self.basic_consume(channel, &self.topology.runs_queue())
+            .await
     }
 
     async fn basic_consume(
@@ -216,7 +225,11 @@ impl Consumer {
         channel: &lapin::Channel,
         queue: &str,
     ) -> anyhow::Result<lapin::Consumer> {
-        let tag = format!("{}-{}", self.ctx.claimant.worker_id, Uuid::now_v7().simple());
+        let tag = format!(
+            "{}-{}",
+            self.ctx.claimant.worker_id,
+            Uuid::now_v7().simple()
+        );
         Ok(channel
             .basic_consume(
                 queue.into(),

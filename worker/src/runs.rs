@@ -57,7 +57,11 @@ pub fn decide(execution: Execution, stop: Option<Reason>) -> Decision {
         (Execution::Interrupted, Some(Reason::LeaseLost)) => Decision::Abandon,
         (Execution::Interrupted, None) => Decision::Complete(Completion::failed(
             None,
-            Failure::new("worker", "worker_error", "the run was interrupted without a reason"),
+            Failure::new(
+                "worker",
+                "worker_error",
+                "the run was interrupted without a reason",
+            ),
         )),
     }
 }
@@ -88,7 +92,8 @@ pub async fn process_one(ctx: &Context, run_id: Uuid) -> anyhow::Result<Outcome>
     });
     // On its own task, so a panic becomes a failed run rather than a dead worker.
     let job = tokio::spawn({
-        let (ctx, claim, events, token) = (ctx.clone(), claim.clone(), events.clone(), stop.token());
+        let (ctx, claim, events, token) =
+            (ctx.clone(), claim.clone(), events.clone(), stop.token());
         async move { crate::engine::execute(&ctx, &claim, &events, token).await }
     });
     let execution = job.await.unwrap_or_else(|e| {
@@ -174,7 +179,12 @@ mod tests {
 
     #[test]
     fn an_engine_that_ended_on_its_own_keeps_its_result_whatever_stop_came_after() {
-        for reason in [None, Some(Reason::Cancelled), Some(Reason::HandBack), Some(Reason::LeaseLost)] {
+        for reason in [
+            None,
+            Some(Reason::Cancelled),
+            Some(Reason::HandBack),
+            Some(Reason::LeaseLost),
+        ] {
             match decide(succeeded(), reason) {
                 Decision::Complete(c) => assert_eq!(c.status, RunStatus::Succeeded, "{reason:?}"),
                 other => panic!("{reason:?} gave {other:?}"),

@@ -53,8 +53,35 @@ pub struct WorkerSettings {
     pub max_output_bytes: u64,
     /// Hosts (`host` or `host:port`, comma-separated) builds may reach over
     /// HTTPS besides PyPI and the indexes uv is configured with.
-    #[arg(long, env = "ADE_BUILD_NETWORK_HOSTS", value_delimiter = ',', default_value = "")]
+    #[arg(
+        long,
+        env = "ADE_BUILD_NETWORK_HOSTS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
     pub build_network_hosts: Vec<String>,
+    /// The warm engine pool: a zygote per build forks each run (`on`), or
+    /// every run spawns Python (`off`).
+    #[arg(long, env = "ADE_ENGINE_POOL", value_enum, default_value = "on")]
+    pub engine_pool: Switch,
+    /// Live warm engines per host at most (the least recently used goes first).
+    #[arg(long, env = "ADE_ENGINE_POOL_SIZE", default_value_t = 8)]
+    pub engine_pool_size: usize,
+    /// Runs a warm engine forks before it is replaced.
+    #[arg(long, env = "ADE_ENGINE_POOL_MAX_RUNS", default_value_t = 200)]
+    pub engine_pool_max_runs: u32,
+    /// A warm engine without a run for this many seconds is stopped.
+    #[arg(long, env = "ADE_ENGINE_POOL_IDLE_SECONDS", default_value_t = 300)]
+    pub engine_pool_idle_seconds: u64,
+}
+
+/// An on/off setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
 }
 
 impl WorkerSettings {
@@ -76,7 +103,20 @@ impl WorkerSettings {
             run_memory_bytes: 2_147_483_648,
             max_output_bytes: 1_073_741_824,
             build_network_hosts: vec![],
+            engine_pool: Switch::On,
+            engine_pool_size: 8,
+            engine_pool_max_runs: 200,
+            engine_pool_idle_seconds: 300,
         }
+    }
+
+    /// The warm pool's limits, if the pool is on.
+    pub fn pool(&self) -> Option<crate::pool::PoolSettings> {
+        (self.engine_pool == Switch::On).then(|| crate::pool::PoolSettings {
+            size: self.engine_pool_size.max(1),
+            max_runs: self.engine_pool_max_runs.max(1),
+            idle: Duration::from_secs(self.engine_pool_idle_seconds),
+        })
     }
 
     /// The id this worker reports and claims under.

@@ -102,8 +102,16 @@ mod tests {
         assert_eq!(prefetch.count, 1);
         let new = slots.take(2).unwrap();
         assert!(slots.take(2).is_none(), "never more runs than slots");
-        assert_eq!(prefetch.ended(new.generation), None, "a current run frees its own credit");
+        assert_eq!(
+            prefetch.ended(new.generation),
+            None,
+            "a current run frees its own credit"
+        );
         assert_eq!(prefetch.ended(old.generation), Some(2));
-        assert_eq!(prefetch.ended(old.generation), None, "never above the slots");
+        assert_eq!(
+            prefetch.ended(old.generation),
+            None,
+            "never above the slots"
+        );
     }
 }

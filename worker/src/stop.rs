@@ -161,7 +161,11 @@ mod tests {
         let (_first_stop, first) = running.register((run, 1), Instant::now());
         let (second_stop, _second) = running.register((run, 2), Instant::now());
         drop(first);
-        assert_eq!(running.held().len(), 1, "the later claim is still registered");
+        assert_eq!(
+            running.held().len(),
+            1,
+            "the later claim is still registered"
+        );
         assert!(running.stop(run, Reason::Cancelled));
         assert_eq!(second_stop.reason(), Some(Reason::Cancelled));
     }

@@ -224,9 +224,7 @@ impl VenvCache {
             Ok(ready) => return Ok(ready),
             Err(in_use) => in_use,
         };
-        clear_leftovers(&dir)
-            .await
-            .map_err(BuildError::Host)?;
+        clear_leftovers(&dir).await.map_err(BuildError::Host)?;
         let tmp = dir.join(format!(".venv.tmp-{}", Uuid::now_v7().simple()));
         let scratch = dir.join(format!(".scratch-{}", Uuid::now_v7().simple()));
         let result = self
@@ -282,8 +280,8 @@ impl VenvCache {
         progress(Progress::Phase(Phase::InstallEngine)).await;
         let engine = self.engine_wheel(&step, progress).await?;
         step.run(self.uv_cmd(&INSTALL).arg(&python).arg(engine), progress)
-        .await
-        .map_err(BuildError::on_host)?;
+            .await
+            .map_err(BuildError::on_host)?;
         progress(Progress::Phase(Phase::InstallConfig)).await;
         tokio::fs::create_dir_all(scratch)
             .await

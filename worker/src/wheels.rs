@@ -75,12 +75,18 @@ impl VenvCache {
         F: FnMut(Progress) -> Fut,
         Fut: Future<Output = ()>,
     {
-        let host = |what: &'static str| move |e| BuildError::Host(anyhow::Error::new(e).context(what));
-        if let Some(wheel) = only_wheel(&spec.wheel_dir).await.map_err(BuildError::Host)? {
+        let host =
+            |what: &'static str| move |e| BuildError::Host(anyhow::Error::new(e).context(what));
+        if let Some(wheel) = only_wheel(&spec.wheel_dir)
+            .await
+            .map_err(BuildError::Host)?
+        {
             return Ok(wheel);
         }
         let src = confined.src();
-        unpack(&spec.package, &src).await.map_err(BuildError::Host)?;
+        unpack(&spec.package, &src)
+            .await
+            .map_err(BuildError::Host)?;
         let mut build = confined
             .build_wheel()
             .await

@@ -195,6 +195,21 @@ impl Zygote {
         }
     }
 
+    /// Kills the zygote and waits (briefly) until it is gone.
+    pub async fn stop(&self) {
+        self.kill_all();
+        for _ in 0..100 {
+            let exited = match self.process.lock() {
+                Ok(mut process) => !matches!(process.try_wait(), Ok(None)),
+                Err(_) => true,
+            };
+            if exited {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn ask_kill(&self, id: u64) -> io::Result<()> {
         let body = json!({"op": "kill", "id": id}).to_string();
         fdpass::send(&self.socket, body.as_bytes(), &[]).await
@@ -221,11 +236,14 @@ impl Supervised for PooledRun {
         if let Some(code) = self.code {
             return Ok(code);
         }
-        let exited = self.exited.take().expect("waited once until it exits");
+        // Polled through a reference: the supervisor's select! drops this
+        // future whenever a line arrives first, and the receiver must survive.
+        let exited = self.exited.as_mut().expect("not yet exited");
         let code = exited
             .await
             .map_err(|_| io::Error::other("the warm engine stopped during the run"))?;
         self.code = Some(code);
+        self.exited = None;
         Ok(code)
     }
 
@@ -234,14 +252,23 @@ impl Supervised for PooledRun {
             return;
         }
         let (zygote, id) = (self.zygote.clone(), self.id);
-        let waiting = self.zygote.waiters.lock().expect("zygote lock").contains_key(&id);
+        let waiting = self
+            .zygote
+            .waiters
+            .lock()
+            .expect("zygote lock")
+            .contains_key(&id);
         if !waiting {
             return;
         }
         tokio::spawn(async move {
             let asked = zygote.ask_kill(id).await.is_ok();
             tokio::time::sleep(KILL_PATIENCE).await;
-            let still = zygote.waiters.lock().expect("zygote lock").contains_key(&id);
+            let still = zygote
+                .waiters
+                .lock()
+                .expect("zygote lock")
+                .contains_key(&id);
             if !asked || still {
                 tracing::warn!("the warm engine did not kill a run in time; killing it whole");
                 zygote.kill_all();
@@ -259,7 +286,9 @@ async fn read_loop(socket: Arc<AsyncFd<OwnedFd>>, waiters: Waiters, alive: Arc<A
             _ => break,
         };
         let msg = message(&buf[..n]);
-        let Some(id) = msg["id"].as_u64() else { continue };
+        let Some(id) = msg["id"].as_u64() else {
+            continue;
+        };
         let mut waiters = waiters.lock().expect("zygote lock");
         match msg["op"].as_str() {
             Some("started") => {

@@ -151,14 +151,22 @@ fn pax_bomb(size: usize) -> Vec<u8> {
 #[test]
 fn a_huge_pax_header_is_refused_before_the_tar_reader_buffers_it() {
     let bomb = pax_bomb(128 << 20);
-    assert!(bomb.len() < MAX_ARCHIVE_BYTES, "small upload: {} bytes", bomb.len());
+    assert!(
+        bomb.len() < MAX_ARCHIVE_BYTES,
+        "small upload: {} bytes",
+        bomb.len()
+    );
     assert!(matches!(from_upload(&bomb), Err(PackageError::TooLarge(_))));
 }
 
 #[test]
 fn duplicate_names_are_refused() {
     // The same path spelled twice (the archivers would refuse an exact repeat).
-    let entries = [GOOD[0], GOOD[1], ("./src/ade_config/__init__.py", b"again".as_slice())];
+    let entries = [
+        GOOD[0],
+        GOOD[1],
+        ("./src/ade_config/__init__.py", b"again".as_slice()),
+    ];
     for archive in [zip_of(&entries), tar_gz_of(&entries)] {
         let err = from_upload(&archive).err().unwrap();
         assert!(err.to_string().contains("appears twice"), "{err}");
@@ -187,9 +195,13 @@ fn folders_count_toward_the_entry_limit() {
             .unwrap();
     }
     for (name, data) in GOOD {
-        zip.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
+        zip.start_file(*name, zip::write::SimpleFileOptions::default())
+            .unwrap();
         zip.write_all(data).unwrap();
     }
     let archive = zip.finish().unwrap().into_inner();
-    assert!(matches!(from_upload(&archive), Err(PackageError::TooLarge(_))));
+    assert!(matches!(
+        from_upload(&archive),
+        Err(PackageError::TooLarge(_))
+    ));
 }

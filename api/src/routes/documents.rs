@@ -7,7 +7,6 @@ use super::multipart::{bad_multipart, save_part};
 use super::workspaces;
 use super::{PageQuery, authed, created, json, page};
 use crate::auth::Principal;
-use warp::Reply as _;
 use crate::error::ApiError;
 use crate::state::AppState;
 use ade_common::time_fmt::serde_ts;
@@ -17,6 +16,7 @@ use time::OffsetDateTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
 use warp::Filter;
+use warp::Reply as _;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::multipart::FormData;
@@ -167,7 +167,10 @@ async fn list(
         )
         .await?;
     let items = rows.iter().map(Document::from).collect();
-    Ok(json(StatusCode::OK, &page(items, limit, |d: &Document| d.id)))
+    Ok(json(
+        StatusCode::OK,
+        &page(items, limit, |d: &Document| d.id),
+    ))
 }
 
 async fn get(
@@ -200,10 +203,12 @@ async fn delete(
     if ade_common::lifecycle::queue::document_in_use(&tx, id).await? {
         return Err(ApiError::Conflict {
             code: "document_in_use",
-            detail: "a queued or running run uses this document; cancel it or wait for it to end".into(),
+            detail: "a queued or running run uses this document; cancel it or wait for it to end"
+                .into(),
         });
     }
-    tx.execute("DELETE FROM documents WHERE id = $1", &[&id]).await?;
+    tx.execute("DELETE FROM documents WHERE id = $1", &[&id])
+        .await?;
     tx.commit().await?;
     match tokio::fs::remove_file(state.data_dir.document(ws, id)).await {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

@@ -90,8 +90,10 @@ pub fn with(
 /// refused: the handler answers it), for `.and(authed(state))`.
 pub fn authed(
     state: AppState,
-) -> impl Filter<Extract = (AppState, Result<crate::auth::Principal, ApiError>), Error = std::convert::Infallible>
-+ Clone {
+) -> impl Filter<
+    Extract = (AppState, Result<crate::auth::Principal, ApiError>),
+    Error = std::convert::Infallible,
+> + Clone {
     with(state.clone()).and(crate::auth::principal(state))
 }
 

@@ -2,9 +2,9 @@
 
 use super::{authed, json};
 use crate::auth::Principal;
-use ade_common::lifecycle::queue::Counts;
 use crate::error::ApiError;
 use crate::state::AppState;
+use ade_common::lifecycle::queue::Counts;
 use ade_common::time_fmt::serde_ts;
 use serde::Serialize;
 use std::fmt::Write as _;

@@ -261,7 +261,9 @@ impl Follower {
             Format::Sse => write!(
                 out,
                 "id: {}\nevent: {}\ndata: {}\n\n",
-                frame.sequence, frame.kind.as_str(), frame.json
+                frame.sequence,
+                frame.kind.as_str(),
+                frame.json
             ),
             Format::Ndjson => writeln!(out, "{}", frame.json),
         };

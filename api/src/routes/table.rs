@@ -52,18 +52,78 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/api/v1/openapi.json", Open, "openapi"),
     r("POST", "/api/v1/workspaces", Admin, "workspaces"),
     r("GET", "/api/v1/workspaces", Key, "workspaces"),
-    r("GET", "/api/v1/workspaces/{workspace_id}", Key, "workspaces"),
-    r("POST", "/api/v1/workspaces/{workspace_id}/configurations", Key, "configurations"),
-    r("GET", "/api/v1/workspaces/{workspace_id}/configurations", Key, "configurations"),
-    r("GET", "/api/v1/workspaces/{workspace_id}/configurations/{configuration_id}", Key, "configurations"),
-    r("PUT", "/api/v1/workspaces/{workspace_id}/configurations/{configuration_id}/package", Key, "configurations"),
-    r("POST", "/api/v1/workspaces/{workspace_id}/documents", Key, "documents"),
-    r("GET", "/api/v1/workspaces/{workspace_id}/documents", Key, "documents"),
-    r("GET", "/api/v1/workspaces/{workspace_id}/documents/{document_id}", Key, "documents"),
-    r("DELETE", "/api/v1/workspaces/{workspace_id}/documents/{document_id}", Key, "documents"),
-    r("GET", "/api/v1/workspaces/{workspace_id}/documents/{document_id}/download", Key, "documents"),
-    r("POST", "/api/v1/configs/{configuration_id}/runs", Key, "runs"),
-    r("POST", "/api/v1/configurations/{configuration_id}/runs", Key, "runs"),
+    r(
+        "GET",
+        "/api/v1/workspaces/{workspace_id}",
+        Key,
+        "workspaces",
+    ),
+    r(
+        "POST",
+        "/api/v1/workspaces/{workspace_id}/configurations",
+        Key,
+        "configurations",
+    ),
+    r(
+        "GET",
+        "/api/v1/workspaces/{workspace_id}/configurations",
+        Key,
+        "configurations",
+    ),
+    r(
+        "GET",
+        "/api/v1/workspaces/{workspace_id}/configurations/{configuration_id}",
+        Key,
+        "configurations",
+    ),
+    r(
+        "PUT",
+        "/api/v1/workspaces/{workspace_id}/configurations/{configuration_id}/package",
+        Key,
+        "configurations",
+    ),
+    r(
+        "POST",
+        "/api/v1/workspaces/{workspace_id}/documents",
+        Key,
+        "documents",
+    ),
+    r(
+        "GET",
+        "/api/v1/workspaces/{workspace_id}/documents",
+        Key,
+        "documents",
+    ),
+    r(
+        "GET",
+        "/api/v1/workspaces/{workspace_id}/documents/{document_id}",
+        Key,
+        "documents",
+    ),
+    r(
+        "DELETE",
+        "/api/v1/workspaces/{workspace_id}/documents/{document_id}",
+        Key,
+        "documents",
+    ),
+    r(
+        "GET",
+        "/api/v1/workspaces/{workspace_id}/documents/{document_id}/download",
+        Key,
+        "documents",
+    ),
+    r(
+        "POST",
+        "/api/v1/configs/{configuration_id}/runs",
+        Key,
+        "runs",
+    ),
+    r(
+        "POST",
+        "/api/v1/configurations/{configuration_id}/runs",
+        Key,
+        "runs",
+    ),
     r("GET", "/api/v1/workspaces/{workspace_id}/runs", Key, "runs"),
     r("GET", "/api/v1/runs/{run_id}", Key, "runs"),
     r("DELETE", "/api/v1/runs/{run_id}", Key, "runs"),
@@ -72,7 +132,12 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/api/v1/runs/{run_id}/logfile", Key, "runs"),
     r("GET", "/api/v1/runs/{run_id}/outputs", Key, "runs"),
     r("GET", "/api/v1/runs/{run_id}/outputs/{name}", Key, "runs"),
-    r("POST", "/api/v1/workspaces/{workspace_id}/configurations/{configuration_id}/builds", Key, "builds"),
+    r(
+        "POST",
+        "/api/v1/workspaces/{workspace_id}/configurations/{configuration_id}/builds",
+        Key,
+        "builds",
+    ),
     r("GET", "/api/v1/builds/{build_id}", Key, "builds"),
     r("GET", "/api/v1/builds/{build_id}/events", Key, "builds"),
     r("GET", "/api/v1/workers", Admin, "operations"),
@@ -93,6 +158,11 @@ pub fn log_mounted() {
             .filter(|r| r.group == group)
             .map(|r| format!("{} {}", r.method, r.path))
             .collect();
-        tracing::info!(group, routes = routes.len(), "mounted {}", routes.join(", "));
+        tracing::info!(
+            group,
+            routes = routes.len(),
+            "mounted {}",
+            routes.join(", ")
+        );
     }
 }

@@ -260,12 +260,17 @@ async fn concurrent_runs_on_one_host_share_one_build() {
     assert_eq!(builds.len(), 1, "one build record");
     let build = builds.into_iter().next().unwrap();
     let own = ok_json(
-        app.get(&format!("/api/v1/builds/{build}/events?limit=1000")).await,
+        app.get(&format!("/api/v1/builds/{build}/events?limit=1000"))
+            .await,
         StatusCode::OK,
     )
     .await;
     let own = own["items"].as_array().unwrap();
-    assert_eq!(of_type(own, "build.started").len(), 1, "exactly one build on this host");
+    assert_eq!(
+        of_type(own, "build.started").len(),
+        1,
+        "exactly one build on this host"
+    );
     app.finish().await;
 }
 

@@ -232,7 +232,10 @@ async fn runs_create_follow_shows_a_run_live_and_exits_0_when_it_succeeds() {
         console.contains(&"[build] imported by the build check".to_owned()),
         "{console:?}"
     );
-    assert!(console.iter().any(|l| l.contains("-> member_id")), "{console:?}");
+    assert!(
+        console.iter().any(|l| l.contains("-> member_id")),
+        "{console:?}"
+    );
     assert_eq!(
         printed_console(&out.stdout),
         console,
@@ -325,7 +328,9 @@ async fn a_followed_run_resumes_after_its_connection_is_cut_without_gap_or_repea
 #[tokio::test]
 async fn ctrl_c_without_a_terminal_cancels_the_run_and_exits_130() {
     let app = TestApp::spawn().await;
-    let (config, doc) = app.package_setup(silent_sleeper_package()).await;
+    let (config, doc) = app
+        .package_setup(silent_sleeper_package("ade-cli-sleeper"))
+        .await;
     let mut live = Live::spawn(
         &Target::admin(&app),
         &[

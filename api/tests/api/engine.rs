@@ -83,8 +83,16 @@ async fn an_xlsx_with_a_notes_sheet_is_found_mapped_validated_and_normalized() {
     assert_eq!(completed["type"], "run.completed");
     assert_eq!(completed["payload"]["summary"]["rows"], 4);
     // run.completed.summary is the engine's own run summary, plus the worker's counts.
-    assert_eq!(completed["payload"]["summary"]["outputs"], summary[0]["summary"]["outputs"]);
-    assert!(completed["payload"]["summary"]["console_lines"].as_u64().unwrap() > 0);
+    assert_eq!(
+        completed["payload"]["summary"]["outputs"],
+        summary[0]["summary"]["outputs"]
+    );
+    assert!(
+        completed["payload"]["summary"]["console_lines"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 
     check_outputs(&app, id, doc).await;
     app.finish().await;

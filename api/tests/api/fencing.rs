@@ -5,7 +5,9 @@
 use crate::fixtures::{
     local_wheel, nul_package, pinned_package, silent_sleeper_package, slow_build_package,
 };
-use crate::helpers::{DEADLINE, Options, TestApp, assert_gapless, count_of, ok_json, processes_mentioning};
+use crate::helpers::{
+    DEADLINE, Options, TestApp, assert_gapless, count_of, ok_json, processes_mentioning,
+};
 use crate::streams::chatty_setup;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -36,17 +38,28 @@ async fn has_event(app: &TestApp, id: &str, pick: impl Fn(&Value) -> bool) -> bo
 
 async fn wait_for_engine_output(app: &TestApp, id: &str) {
     until("engine output", || {
-        has_event(app, id, |e| e["type"] == "console.line" && e["payload"]["scope"] == "run")
+        has_event(app, id, |e| {
+            e["type"] == "console.line" && e["payload"]["scope"] == "run"
+        })
     })
     .await;
 }
 
 /// The run's outputs: names and bytes.
 async fn outputs(app: &TestApp, id: &str) -> Vec<(String, Vec<u8>)> {
-    let list = ok_json(app.get(&format!("/api/v1/runs/{id}/outputs")).await, StatusCode::OK).await;
+    let list = ok_json(
+        app.get(&format!("/api/v1/runs/{id}/outputs")).await,
+        StatusCode::OK,
+    )
+    .await;
     let mut files = Vec::new();
     for file in list["files"].as_array().unwrap() {
-        let bytes = app.get(file["download_url"].as_str().unwrap()).await.bytes().await.unwrap();
+        let bytes = app
+            .get(file["download_url"].as_str().unwrap())
+            .await
+            .bytes()
+            .await
+            .unwrap();
         files.push((file["name"].as_str().unwrap().to_owned(), bytes.to_vec()));
     }
     files
@@ -88,7 +101,9 @@ async fn a_worker_frozen_past_its_lease_writes_nothing_when_it_wakes() {
 async fn nul_characters_and_invalid_utf8_in_engine_output_are_stored_replaced() {
     let app = TestApp::spawn().await;
     let (config, doc) = app.package_setup(nul_package()).await;
-    let run = app.run_to_end(&config, json!({"document_ids": [doc]})).await;
+    let run = app
+        .run_to_end(&config, json!({"document_ids": [doc]}))
+        .await;
     assert_eq!(run["status"], "succeeded", "{run}");
     let events = app.all_events(run["id"].as_str().unwrap()).await;
     assert_gapless(&events);
@@ -97,9 +112,14 @@ async fn nul_characters_and_invalid_utf8_in_engine_output_are_stored_replaced() 
         .filter(|e| e["type"] == "console.line")
         .map(|e| e["payload"]["message"].as_str().unwrap())
         .collect();
-    assert!(lines.contains(&"nul:\u{FFFD} bad:\u{FFFD}\u{FFFD} end"), "{lines:?}");
+    assert!(
+        lines.contains(&"nul:\u{FFFD} bad:\u{FFFD}\u{FFFD} end"),
+        "{lines:?}"
+    );
     assert!(lines.contains(&"\u{FFFD}\u{FFFD}"), "{lines:?}");
-    let progress = events.iter().find(|e| e["type"] == "run.progress" && e["payload"]["note"].is_string());
+    let progress = events
+        .iter()
+        .find(|e| e["type"] == "run.progress" && e["payload"]["note"].is_string());
     assert_eq!(progress.unwrap()["payload"]["note"], "a\u{FFFD}b");
     app.finish().await;
 }
@@ -107,7 +127,12 @@ async fn nul_characters_and_invalid_utf8_in_engine_output_are_stored_replaced() 
 /// Connections of this test's broker peers whose name passes `pick`.
 fn connections(app: &TestApp, pick: impl Fn(&str) -> bool) -> usize {
     let out = std::process::Command::new("rabbitmqctl")
-        .args(["list_connections", "client_properties", "--no-table-headers", "-q"])
+        .args([
+            "list_connections",
+            "client_properties",
+            "--no-table-headers",
+            "-q",
+        ])
         .output()
         .unwrap();
     let ours = format!("{{\"connection_name\",\"{}:", app.prefix);
@@ -122,7 +147,10 @@ fn connections(app: &TestApp, pick: impl Fn(&str) -> bool) -> usize {
 async fn reconnect_worker(app: &TestApp, name: &str) {
     let consumer = |n: &str| n.starts_with(name) && !n.contains(':');
     assert_eq!(app.close_broker_connections_where(consumer), 1);
-    until("the worker's reconnect", || async { connections(app, consumer) == 1 }).await;
+    until("the worker's reconnect", || async {
+        connections(app, consumer) == 1
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -150,7 +178,9 @@ async fn a_run_handed_back_after_a_broker_reconnect_runs_elsewhere() {
     .await;
     let run = app.run(&id).await;
     assert_eq!(run["attempt"], 1, "handing back spends no attempt");
-    let res = app.post_json(&format!("/api/v1/runs/{id}/cancel"), &json!({})).await;
+    let res = app
+        .post_json(&format!("/api/v1/runs/{id}/cancel"), &json!({}))
+        .await;
     ok_json(res, StatusCode::ACCEPTED).await;
     assert_eq!(app.wait_for_run(&id).await["status"], "cancelled");
     let events = app.all_events(&id).await;
@@ -162,7 +192,11 @@ async fn a_run_handed_back_after_a_broker_reconnect_runs_elsewhere() {
 
 async fn build_of(app: &TestApp, run: &Value) -> Value {
     let id = run["build_id"].as_str().unwrap();
-    ok_json(app.get(&format!("/api/v1/builds/{id}")).await, StatusCode::OK).await
+    ok_json(
+        app.get(&format!("/api/v1/builds/{id}")).await,
+        StatusCode::OK,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -172,17 +206,23 @@ async fn cancelling_a_run_during_its_build_leaves_the_build_to_others() {
     let run = app.submit(&config, json!({"document_ids": [doc]})).await;
     let id = run["id"].as_str().unwrap().to_owned();
     until("the build's install_config phase", || {
-        has_event(&app, &id, |e| e["type"] == "build.phase.started" && e["payload"]["phase"] == "install_config")
+        has_event(&app, &id, |e| {
+            e["type"] == "build.phase.started" && e["payload"]["phase"] == "install_config"
+        })
     })
     .await;
-    let res = app.post_json(&format!("/api/v1/runs/{id}/cancel"), &json!({})).await;
+    let res = app
+        .post_json(&format!("/api/v1/runs/{id}/cancel"), &json!({}))
+        .await;
     ok_json(res, StatusCode::ACCEPTED).await;
     let cancelled = app.wait_for_run(&id).await;
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
     let build = build_of(&app, &cancelled).await;
     assert_eq!(build["status"], "queued", "released, not failed: {build}");
     // The next run builds it and succeeds.
-    let next = app.run_to_end(&config, json!({"document_ids": [doc]})).await;
+    let next = app
+        .run_to_end(&config, json!({"document_ids": [doc]}))
+        .await;
     assert_eq!(next["status"], "succeeded", "{next}");
     assert_eq!(next["build_id"], cancelled["build_id"]);
     assert_eq!(build_of(&app, &next).await["status"], "ready");
@@ -201,11 +241,22 @@ async fn the_venv_cache_may_live_on_another_filesystem_than_the_data_dir() {
     assert_ne!(device(&venvs), device(&app.data_dir), "two filesystems");
     app.start_worker("w", Some(venvs.clone())).await;
     let (config, doc) = app.sample_setup().await;
-    let run = app.run_to_end(&config, json!({"document_ids": [doc]})).await;
+    let run = app
+        .run_to_end(&config, json!({"document_ids": [doc]}))
+        .await;
     assert_eq!(run["status"], "succeeded", "{run}");
-    let wheels = app.data_dir.join("builds").join(run["build_id"].as_str().unwrap()).join("wheels");
+    let wheels = app
+        .data_dir
+        .join("builds")
+        .join(run["build_id"].as_str().unwrap())
+        .join("wheels");
     let shared = std::fs::read_dir(&wheels).unwrap().flatten();
-    assert_eq!(shared.filter(|e| e.file_name().to_string_lossy().ends_with(".whl")).count(), 1);
+    assert_eq!(
+        shared
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".whl"))
+            .count(),
+        1
+    );
     app.finish().await;
     std::fs::remove_dir_all(venvs).unwrap();
 }
@@ -227,10 +278,15 @@ async fn a_pinned_dependency_hydrates_on_a_host_with_a_dead_builders_leftovers()
     local_wheel(&links);
     let links = links.to_string_lossy().into_owned();
     let (host_a, host_b) = (app.data_dir.join("host-a"), app.data_dir.join("host-b"));
-    let (a, b) = (host_a.to_string_lossy().into_owned(), host_b.to_string_lossy().into_owned());
+    let (a, b) = (
+        host_a.to_string_lossy().into_owned(),
+        host_b.to_string_lossy().into_owned(),
+    );
     let first = app.worker_process("first", &[("UV_FIND_LINKS", &links), ("ADE_VENVS_DIR", &a)]);
     let (config, doc) = app.package_setup(pinned_package()).await;
-    let run = app.run_to_end(&config, json!({"document_ids": [doc]})).await;
+    let run = app
+        .run_to_end(&config, json!({"document_ids": [doc]}))
+        .await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert!(marker_packages(&host_a, &run).contains(&"adepin==1.0".to_owned()));
     kill(first, libc::SIGTERM);
@@ -243,12 +299,24 @@ async fn a_pinned_dependency_hydrates_on_a_host_with_a_dead_builders_leftovers()
         .join(run["build_id"].as_str().unwrap());
     std::fs::create_dir_all(folder.join(".venv.tmp-dead/bin")).unwrap();
     std::fs::write(folder.join(".src-dead.constraints.txt"), "adepin==1.0\n").unwrap();
-    std::fs::write(folder.join(".scratch-dead"), "a file where a folder would be").unwrap();
-    app.worker_process("second", &[("UV_FIND_LINKS", &links), ("ADE_VENVS_DIR", &b)]);
-    let again = app.run_to_end(&config, json!({"document_ids": [doc]})).await;
+    std::fs::write(
+        folder.join(".scratch-dead"),
+        "a file where a folder would be",
+    )
+    .unwrap();
+    app.worker_process(
+        "second",
+        &[("UV_FIND_LINKS", &links), ("ADE_VENVS_DIR", &b)],
+    );
+    let again = app
+        .run_to_end(&config, json!({"document_ids": [doc]}))
+        .await;
     assert_eq!(again["status"], "succeeded", "{again}");
     let events = app.all_events(again["id"].as_str().unwrap()).await;
-    let created = events.iter().find(|e| e["type"] == "build.created").unwrap();
+    let created = events
+        .iter()
+        .find(|e| e["type"] == "build.created")
+        .unwrap();
     assert_eq!(created["payload"]["reason"], "hydration");
     let pinned = |packages: Vec<String>| -> Vec<String> {
         packages.into_iter().filter(|p| p.contains("==")).collect()
@@ -274,7 +342,9 @@ async fn after_a_reconnect_a_busy_worker_takes_no_more_than_its_free_slots() {
     let mut busy = app.worker_settings("busy", None);
     busy.concurrency = Some(1);
     app.start_worker_with(busy).await;
-    let long = app.submit(&long_config, json!({"document_ids": [long_doc]})).await;
+    let long = app
+        .submit(&long_config, json!({"document_ids": [long_doc]}))
+        .await;
     let long = long["id"].as_str().unwrap().to_owned();
     wait_for_engine_output(&app, &long).await;
     reconnect_worker(&app, "busy").await;
@@ -288,7 +358,9 @@ async fn after_a_reconnect_a_busy_worker_takes_no_more_than_its_free_slots() {
         "the busy worker's only slot was taken: {short}"
     );
     assert_eq!(app.run(&long).await["status"], "running");
-    let res = app.post_json(&format!("/api/v1/runs/{long}/cancel"), &json!({})).await;
+    let res = app
+        .post_json(&format!("/api/v1/runs/{long}/cancel"), &json!({}))
+        .await;
     ok_json(res, StatusCode::ACCEPTED).await;
     assert_eq!(app.wait_for_run(&long).await["status"], "cancelled");
     app.finish().await;
@@ -318,10 +390,17 @@ async fn run_creation_never_waits_for_an_unresponsive_broker() {
         .expect("every request is answered without waiting for the broker");
     let mut ids = Vec::new();
     for res in answers {
-        ids.push(ok_json(res, StatusCode::CREATED).await["id"].as_str().unwrap().to_owned());
+        ids.push(
+            ok_json(res, StatusCode::CREATED).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     for id in ids {
-        let res = app.post_json(&format!("/api/v1/runs/{id}/cancel"), &json!({})).await;
+        let res = app
+            .post_json(&format!("/api/v1/runs/{id}/cancel"), &json!({}))
+            .await;
         ok_json(res, StatusCode::ACCEPTED).await;
     }
     app.finish().await;
@@ -347,27 +426,48 @@ async fn a_cancel_whose_message_is_lost_still_stops_the_run() {
     app.finish().await;
 }
 
-#[tokio::test]
-async fn an_engine_dies_within_a_second_of_its_worker() {
+/// A run (spawned, or forked by a warm engine) that starts a silent sleeper
+/// and sleeps itself; the worker is SIGKILLed: within a second nothing of
+/// the run is left.
+async fn a_run_dies_within_a_second_of_its_worker(pool: &str) {
     let mut app = TestApp::with(Options::default()).await;
-    let (config, doc) = app.package_setup(silent_sleeper_package()).await;
-    let doomed = app.worker_process("doomed", &[("ADE_LEASE_SECONDS", "3")]);
+    let marker = format!("ade-orphan-{}", app.prefix);
+    let (config, doc) = app.package_setup(silent_sleeper_package(&marker)).await;
+    let env = [("ADE_LEASE_SECONDS", "3"), ("ADE_ENGINE_POOL", pool)];
+    let doomed = app.worker_process("doomed", &env);
     let run = app.submit(&config, json!({"document_ids": [doc]})).await;
     let id = run["id"].as_str().unwrap().to_owned();
-    let engine = format!("{id}/attempts/1");
-    until("the engine to start", || async { !processes_mentioning(&engine).is_empty() }).await;
+    until("the run's sleeper to start", || async {
+        !processes_mentioning(&marker).is_empty()
+    })
+    .await;
     kill(doomed, libc::SIGKILL);
     let killed = Instant::now();
-    while !processes_mentioning(&engine).is_empty() {
-        assert!(killed.elapsed() < Duration::from_secs(1), "the engine outlived its worker");
+    while !processes_mentioning(&marker).is_empty() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(1),
+            "the run outlived its worker"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     app.wait_process(doomed).await;
     // Nobody else runs it: cancel it (queued again after the lease, or still claimed).
-    let res = app.post_json(&format!("/api/v1/runs/{id}/cancel"), &json!({})).await;
+    let res = app
+        .post_json(&format!("/api/v1/runs/{id}/cancel"), &json!({}))
+        .await;
     ok_json(res, StatusCode::ACCEPTED).await;
     assert_eq!(app.wait_for_run(&id).await["status"], "cancelled");
     app.finish().await;
+}
+
+#[tokio::test]
+async fn a_spawned_engine_dies_within_a_second_of_its_worker() {
+    a_run_dies_within_a_second_of_its_worker("off").await;
+}
+
+#[tokio::test]
+async fn a_warm_engines_run_dies_within_a_second_of_its_worker() {
+    a_run_dies_within_a_second_of_its_worker("on").await;
 }
 
 #[tokio::test]
@@ -378,7 +478,9 @@ async fn a_builder_killed_mid_build_is_replaced_and_its_build_finished_by_anothe
     let run = app.submit(&config, json!({"document_ids": [doc]})).await;
     let id = run["id"].as_str().unwrap().to_owned();
     until("the build's install_config phase", || {
-        has_event(&app, &id, |e| e["type"] == "build.phase.started" && e["payload"]["phase"] == "install_config")
+        has_event(&app, &id, |e| {
+            e["type"] == "build.phase.started" && e["payload"]["phase"] == "install_config"
+        })
     })
     .await;
     kill(doomed, libc::SIGKILL);
@@ -391,9 +493,16 @@ async fn a_builder_killed_mid_build_is_replaced_and_its_build_finished_by_anothe
     assert_eq!(run["attempt"], 2);
     assert!(run["worker_id"].as_str().unwrap().starts_with("heir"));
     let build = build_of(&app, &run).await;
-    assert_eq!(build["status"], "ready", "finished by the second builder: {build}");
+    assert_eq!(
+        build["status"], "ready",
+        "finished by the second builder: {build}"
+    );
     let own = ok_json(
-        app.get(&format!("/api/v1/builds/{}/events?limit=1000", build["id"].as_str().unwrap())).await,
+        app.get(&format!(
+            "/api/v1/builds/{}/events?limit=1000",
+            build["id"].as_str().unwrap()
+        ))
+        .await,
         StatusCode::OK,
     )
     .await;

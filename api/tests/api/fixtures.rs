@@ -6,28 +6,31 @@ use crate::configurations::{package_of, template_files};
 /// configuration's `on_run_start` hook (per run even in a warm engine, which
 /// imports the configuration once). `os` and `sys` are imported.
 pub fn run_code_package(code: &str) -> Vec<u8> {
+    package_of(&[("src/ade_config/hooks.py", &hooks_with(code))])
+}
+
+/// The template's `hooks.py` with `code` in its `on_run_start(run)`.
+pub fn hooks_with(code: &str) -> String {
     let hooks = template_files()
         .into_iter()
         .find(|(p, _)| p == "src/ade_config/hooks.py")
         .map(|(_, c)| c)
         .expect("the template has src/ade_config/hooks.py");
     let body: Vec<String> = code.lines().map(|l| format!("    {l}")).collect();
-    let hooks = format!(
-        "{hooks}
-
-def on_run_start(run):
-    import os, sys
-    run.state['tables'] = 0
-{}
-",
+    format!(
+        "{hooks}\n\ndef on_run_start(run):\n    import os, sys\n    run.state['tables'] = 0\n{}\n",
         body.join("\n")
-    );
-    package_of(&[("src/ade_config/hooks.py", &hooks)])
+    )
 }
 
-/// Runs that sleep without printing anything.
-pub fn silent_sleeper_package() -> Vec<u8> {
-    run_code_package("import time\ntime.sleep(600)")
+/// Runs that start a sleeping process with `marker` in its command line
+/// and sleep themselves, printing nothing.
+pub fn silent_sleeper_package(marker: &str) -> Vec<u8> {
+    run_code_package(&format!(
+        "import subprocess, time\n\
+         subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', '{marker}'])\n\
+         time.sleep(600)"
+    ))
 }
 
 /// Runs that print NUL characters and invalid UTF-8, and send an engine
@@ -69,7 +72,10 @@ pub fn pinned_package() -> Vec<u8> {
         .map(|(_, c)| c)
         .unwrap();
     let pyproject = pyproject.replacen("dependencies = []", "dependencies = [\"adepin==1.0\"]", 1);
-    assert!(pyproject.contains("adepin"), "the template declares `dependencies = []`");
+    assert!(
+        pyproject.contains("adepin"),
+        "the template declares `dependencies = []`"
+    );
     package_of(&[("pyproject.toml", &pyproject)])
 }
 

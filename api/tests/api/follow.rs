@@ -88,7 +88,10 @@ pub fn follow_live(url: String) -> LiveFollower {
             while let Some(end) = buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=end).collect();
                 let event: Value = serde_json::from_slice(&line).unwrap();
-                seen.store(event["sequence"].as_i64().unwrap(), std::sync::atomic::Ordering::SeqCst);
+                seen.store(
+                    event["sequence"].as_i64().unwrap(),
+                    std::sync::atomic::Ordering::SeqCst,
+                );
                 events.push(event);
             }
         }

@@ -293,7 +293,10 @@ impl TestApp {
             if let Some(status) = child.try_wait().unwrap() {
                 return status.code();
             }
-            assert!(start.elapsed() < DEADLINE, "worker process {pid} did not exit");
+            assert!(
+                start.elapsed() < DEADLINE,
+                "worker process {pid} did not exit"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -570,7 +573,10 @@ pub fn client_with(key: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     let value = format!("Bearer {key}").parse().unwrap();
     headers.insert(reqwest::header::AUTHORIZATION, value);
-    reqwest::Client::builder().default_headers(headers).build().unwrap()
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 /// Makes an API key with `scope` directly in the database.

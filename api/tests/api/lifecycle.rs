@@ -38,7 +38,10 @@ async fn status(pool: &Pool, id: Uuid) -> RunStatus {
 }
 
 async fn take(pool: &Pool, id: Uuid, claimant: &Claimant) -> Claim {
-    match claim::claim(&mut pool.get().await.unwrap(), id, claimant, LEASE).await.unwrap() {
+    match claim::claim(&mut pool.get().await.unwrap(), id, claimant, LEASE)
+        .await
+        .unwrap()
+    {
         Claimed::Run(claim) => claim,
         other => panic!("not claimed: {other:?}"),
     }
@@ -82,11 +85,20 @@ async fn a_claim_takes_a_queued_run_once() {
     assert_eq!(claim.incarnation, first.incarnation);
     // The build is not ready yet: the run waits for it.
     assert_eq!(status(&pool, id).await, RunStatus::WaitingForBuild);
-    let again = claim::claim(&mut pool.get().await.unwrap(), id, &Claimant::new("w2"), LEASE)
-        .await
-        .unwrap();
+    let again = claim::claim(
+        &mut pool.get().await.unwrap(),
+        id,
+        &Claimant::new("w2"),
+        LEASE,
+    )
+    .await
+    .unwrap();
     assert!(matches!(again, Claimed::Nothing), "{again:?}");
-    assert!(claim::start(&pool.get().await.unwrap(), &claim).await.unwrap());
+    assert!(
+        claim::start(&pool.get().await.unwrap(), &claim)
+            .await
+            .unwrap()
+    );
     assert_eq!(status(&pool, id).await, RunStatus::Running);
     close(app, &pool, &[id]).await;
 }
@@ -96,12 +108,20 @@ async fn a_claim_ends_a_queued_run_whose_cancel_is_pending() {
     let (app, pool, id) = setup().await;
     let db = pool.get().await.unwrap();
     // What a hand-back racing a cancel used to leave behind.
-    db.execute("UPDATE runs SET cancel_requested_at = now() WHERE id = $1", &[&id])
-        .await
-        .unwrap();
-    let claimed = claim::claim(&mut pool.get().await.unwrap(), id, &Claimant::new("w"), LEASE)
-        .await
-        .unwrap();
+    db.execute(
+        "UPDATE runs SET cancel_requested_at = now() WHERE id = $1",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    let claimed = claim::claim(
+        &mut pool.get().await.unwrap(),
+        id,
+        &Claimant::new("w"),
+        LEASE,
+    )
+    .await
+    .unwrap();
     let Claimed::Cancelled(events) = claimed else {
         panic!("{claimed:?}")
     };
@@ -116,16 +136,31 @@ async fn renewal_keeps_only_what_the_incarnation_holds_and_reports_cancels() {
     let claimant = Claimant::new("w");
     let claim = take(&pool, id, &claimant).await;
     let db = pool.get().await.unwrap();
-    let held = lease::renew(&db, claimant.incarnation, &[(id, 1)], LEASE).await.unwrap();
+    let held = lease::renew(&db, claimant.incarnation, &[(id, 1)], LEASE)
+        .await
+        .unwrap();
     assert_eq!(held.len(), 1);
     assert!(!held[0].cancel_requested);
     // Another incarnation (the same worker id restarted) holds nothing.
     let other = Claimant::new("w");
-    assert!(lease::renew(&db, other.incarnation, &[(id, 1)], LEASE).await.unwrap().is_empty());
+    assert!(
+        lease::renew(&db, other.incarnation, &[(id, 1)], LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Another attempt is not this claim.
-    assert!(lease::renew(&db, claimant.incarnation, &[(id, 2)], LEASE).await.unwrap().is_empty());
+    assert!(
+        lease::renew(&db, claimant.incarnation, &[(id, 2)], LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let mut conn = pool.get().await.unwrap();
-    assert!(matches!(runs::cancel(&mut conn, id).await.unwrap(), Cancel::Requested));
+    assert!(matches!(
+        runs::cancel(&mut conn, id).await.unwrap(),
+        Cancel::Requested
+    ));
     let polled = lease::poll(&db, claimant.incarnation).await.unwrap();
     assert_eq!(polled.len(), 1);
     assert!(polled[0].cancel_requested, "the poll sees the cancel");
@@ -142,14 +177,27 @@ async fn completion_is_written_once_and_only_under_the_claim() {
         incarnation: Uuid::now_v7(),
         ..claim.clone()
     };
-    assert!(runs::complete(&mut db, &stale, &[], &succeeded()).await.unwrap().is_none());
-    let written = runs::complete(&mut db, &claim, &[], &succeeded()).await.unwrap().unwrap();
+    assert!(
+        runs::complete(&mut db, &stale, &[], &succeeded())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let written = runs::complete(&mut db, &claim, &[], &succeeded())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(written.last().unwrap().kind, EventKind::RunCompleted);
     assert_eq!(written.last().unwrap().attempt, Some(1));
-    let cancelled = runs::complete(&mut db, &claim, &[], &Completion::cancelled()).await.unwrap();
+    let cancelled = runs::complete(&mut db, &claim, &[], &Completion::cancelled())
+        .await
+        .unwrap();
     assert!(cancelled.is_none(), "a terminal state never changes");
     let row = db
-        .query_one("SELECT status, output_attempt, outputs FROM runs WHERE id = $1", &[&id])
+        .query_one(
+            "SELECT status, output_attempt, outputs FROM runs WHERE id = $1",
+            &[&id],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, RunStatus>(0), RunStatus::Succeeded);
@@ -163,10 +211,14 @@ async fn a_hand_back_requeues_undispatched_unless_a_cancel_is_pending() {
     let (app, pool, id) = setup().await;
     let claim = take(&pool, id, &Claimant::new("w")).await;
     let mut db = pool.get().await.unwrap();
-    db.execute("UPDATE runs SET dispatched_at = now() WHERE id = $1", &[&id])
-        .await
-        .unwrap();
-    let HandBack::Queued(events, job) = runs::hand_back(&mut db, &claim, "test").await.unwrap() else {
+    db.execute(
+        "UPDATE runs SET dispatched_at = now() WHERE id = $1",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    let HandBack::Queued(events, job) = runs::hand_back(&mut db, &claim, "test").await.unwrap()
+    else {
         panic!("not requeued")
     };
     assert_eq!(job.epoch, 1, "a new dispatch episode");
@@ -178,21 +230,35 @@ async fn a_hand_back_requeues_undispatched_unless_a_cancel_is_pending() {
         .unwrap();
     assert_eq!(row.get::<_, RunStatus>(0), RunStatus::Queued);
     assert_eq!(row.get::<_, i32>(1), 1, "no attempt spent");
-    assert!(row.get::<_, bool>(2), "offered again by whoever publishes it");
+    assert!(
+        row.get::<_, bool>(2),
+        "offered again by whoever publishes it"
+    );
     // A late confirm of the first episode does not mark the new one.
     let first = ade_common::lifecycle::queue::Job::created(StreamRef::Run(id));
-    ade_common::lifecycle::queue::mark_dispatched(&db, &[first]).await.unwrap();
+    ade_common::lifecycle::queue::mark_dispatched(&db, &[first])
+        .await
+        .unwrap();
     let undispatched: bool = db
-        .query_one("SELECT dispatched_at IS NULL FROM runs WHERE id = $1", &[&id])
+        .query_one(
+            "SELECT dispatched_at IS NULL FROM runs WHERE id = $1",
+            &[&id],
+        )
         .await
         .unwrap()
         .get(0);
     assert!(undispatched, "the stale mark is ignored");
     assert!(row.get::<_, bool>(3));
-    assert!(matches!(runs::hand_back(&mut db, &claim, "again").await.unwrap(), HandBack::Lost));
+    assert!(matches!(
+        runs::hand_back(&mut db, &claim, "again").await.unwrap(),
+        HandBack::Lost
+    ));
 
     let claim = take(&pool, id, &Claimant::new("w2")).await;
-    assert!(matches!(runs::cancel(&mut db, id).await.unwrap(), Cancel::Requested));
+    assert!(matches!(
+        runs::cancel(&mut db, id).await.unwrap(),
+        Cancel::Requested
+    ));
     let handed = runs::hand_back(&mut db, &claim, "test").await.unwrap();
     assert!(matches!(handed, HandBack::Cancelled(_)), "{handed:?}");
     assert_eq!(status(&pool, id).await, RunStatus::Cancelled);
@@ -203,15 +269,24 @@ async fn a_hand_back_requeues_undispatched_unless_a_cancel_is_pending() {
 async fn cancel_ends_a_queued_run_flags_a_claimed_one_and_refuses_a_finished_one() {
     let (app, pool, queued) = setup().await;
     let mut db = pool.get().await.unwrap();
-    assert!(matches!(runs::cancel(&mut db, queued).await.unwrap(), Cancel::Cancelled(_)));
+    assert!(matches!(
+        runs::cancel(&mut db, queued).await.unwrap(),
+        Cancel::Cancelled(_)
+    ));
     assert!(matches!(
         runs::cancel(&mut db, queued).await.unwrap(),
         Cancel::AlreadyTerminal(RunStatus::Cancelled)
     ));
-    assert!(matches!(runs::cancel(&mut db, Uuid::now_v7()).await.unwrap(), Cancel::NotFound));
+    assert!(matches!(
+        runs::cancel(&mut db, Uuid::now_v7()).await.unwrap(),
+        Cancel::NotFound
+    ));
     let claimed = queued_run(&app).await;
     take(&pool, claimed, &Claimant::new("w")).await;
-    assert!(matches!(runs::cancel(&mut db, claimed).await.unwrap(), Cancel::Requested));
+    assert!(matches!(
+        runs::cancel(&mut db, claimed).await.unwrap(),
+        Cancel::Requested
+    ));
     assert_eq!(status(&pool, claimed).await, RunStatus::WaitingForBuild);
     close(app, &pool, &[claimed]).await;
 }
@@ -225,9 +300,21 @@ async fn the_reaper_requeues_fails_or_ends_runs_whose_lease_expired() {
         take(&pool, id, &dead).await;
     }
     let db = pool.get().await.unwrap();
-    db.execute("UPDATE runs SET attempt = 3 WHERE id = $1", &[&exhausted]).await.unwrap();
-    db.execute("UPDATE runs SET cancel_requested_at = now() WHERE id = $1", &[&cancelled]).await.unwrap();
-    db.execute("UPDATE runs SET lease_expires_at = now() - interval '1 second'", &[]).await.unwrap();
+    db.execute("UPDATE runs SET attempt = 3 WHERE id = $1", &[&exhausted])
+        .await
+        .unwrap();
+    db.execute(
+        "UPDATE runs SET cancel_requested_at = now() WHERE id = $1",
+        &[&cancelled],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "UPDATE runs SET lease_expires_at = now() - interval '1 second'",
+        &[],
+    )
+    .await
+    .unwrap();
     let reaped = reaper::reap(&pool, 3).await.unwrap();
     assert_eq!(reaped.requeued.len(), 1);
     assert_eq!(reaped.requeued[0].stream, StreamRef::Run(retried));
@@ -235,9 +322,17 @@ async fn the_reaper_requeues_fails_or_ends_runs_whose_lease_expired() {
     assert_eq!(status(&pool, retried).await, RunStatus::Queued);
     assert_eq!(status(&pool, exhausted).await, RunStatus::Failed);
     assert_eq!(status(&pool, cancelled).await, RunStatus::Cancelled);
-    let retry = reaped.events.iter().find(|e| e.kind == EventKind::RunRetry).unwrap();
+    let retry = reaped
+        .events
+        .iter()
+        .find(|e| e.kind == EventKind::RunRetry)
+        .unwrap();
     assert_eq!(retry.payload["next_attempt"], 2);
-    assert_eq!(retry.attempt, Some(1), "written for the attempt that was lost");
+    assert_eq!(
+        retry.attempt,
+        Some(1),
+        "written for the attempt that was lost"
+    );
     // The lost incarnation's writes are refused from now on.
     let stale = Claim {
         run_id: retried,
@@ -249,7 +344,12 @@ async fn the_reaper_requeues_fails_or_ends_runs_whose_lease_expired() {
         options: Default::default(),
     };
     let mut conn = pool.get().await.unwrap();
-    assert!(runs::complete(&mut conn, &stale, &[], &succeeded()).await.unwrap().is_none());
+    assert!(
+        runs::complete(&mut conn, &stale, &[], &succeeded())
+            .await
+            .unwrap()
+            .is_none()
+    );
     close(app, &pool, &[retried]).await;
 }
 
@@ -264,13 +364,30 @@ async fn builds_are_claimed_released_and_finished_only_by_their_builder() {
         .get(0);
     let builder = Claimant::new("b");
     assert!(builds::claim(&db, build, &builder).await.unwrap());
-    assert!(!builds::claim(&db, build, &Claimant::new("other")).await.unwrap());
-    assert!(!builds::release(&db, build, Uuid::now_v7()).await.unwrap(), "only the builder releases");
-    assert!(builds::release(&db, build, builder.incarnation).await.unwrap());
-    assert_eq!(builds::status(&db, build).await.unwrap().unwrap().0, BuildStatus::Queued);
+    assert!(
+        !builds::claim(&db, build, &Claimant::new("other"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !builds::release(&db, build, Uuid::now_v7()).await.unwrap(),
+        "only the builder releases"
+    );
+    assert!(
+        builds::release(&db, build, builder.incarnation)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        builds::status(&db, build).await.unwrap().unwrap().0,
+        BuildStatus::Queued
+    );
     assert!(builds::claim(&db, build, &builder).await.unwrap());
     let row = db
-        .query_one("SELECT workspace_id, configuration_id FROM builds WHERE id = $1", &[&build])
+        .query_one(
+            "SELECT workspace_id, configuration_id FROM builds WHERE id = $1",
+            &[&build],
+        )
         .await
         .unwrap();
     let origin = ade_common::events::Origin {
@@ -282,12 +399,22 @@ async fn builds_are_claimed_released_and_finished_only_by_their_builder() {
     };
     let failed = Verdict::Failed { error: "x".into() };
     let mut conn = pool.get().await.unwrap();
-    let stranger = builds::finish(&mut conn, &origin, Uuid::now_v7(), &failed, 1).await.unwrap();
+    let stranger = builds::finish(&mut conn, &origin, Uuid::now_v7(), &failed, 1)
+        .await
+        .unwrap();
     assert!(stranger.is_none(), "only the builder gives the verdict");
-    let ready = Verdict::Ready { packages: vec!["ade-engine==0.1.0".into()] };
-    let written = builds::finish(&mut conn, &origin, builder.incarnation, &ready, 5).await.unwrap().unwrap();
+    let ready = Verdict::Ready {
+        packages: vec!["ade-engine==0.1.0".into()],
+    };
+    let written = builds::finish(&mut conn, &origin, builder.incarnation, &ready, 5)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(written[0].kind, EventKind::BuildCompleted);
-    assert_eq!(builds::status(&db, build).await.unwrap().unwrap().0, BuildStatus::Ready);
+    assert_eq!(
+        builds::status(&db, build).await.unwrap().unwrap().0,
+        BuildStatus::Ready
+    );
     close(app, &pool, &[id]).await;
 }
 
@@ -310,12 +437,18 @@ async fn a_dead_builders_build_is_requeued_even_if_its_worker_id_lives_on() {
     )
     .await
     .unwrap();
-    db.execute("UPDATE builds SET started_at = now() - interval '1 minute' WHERE id = $1", &[&build])
-        .await
-        .unwrap();
+    db.execute(
+        "UPDATE builds SET started_at = now() - interval '1 minute' WHERE id = $1",
+        &[&build],
+    )
+    .await
+    .unwrap();
     let reaped = reaper::reap(&pool, 3).await.unwrap();
     assert_eq!(reaped.builds_requeued, 1);
-    assert_eq!(builds::status(&db, build).await.unwrap().unwrap().0, BuildStatus::Queued);
+    assert_eq!(
+        builds::status(&db, build).await.unwrap().unwrap().0,
+        BuildStatus::Queued
+    );
     close(app, &pool, &[id]).await;
 }
 
@@ -326,21 +459,47 @@ async fn event_batches_are_fenced_and_never_stored_twice() {
     let claim = take(&pool, id, &claimant).await;
     let db = pool.get().await.unwrap();
     let line = |n: usize| {
-        NewEvent::new(EventKind::ConsoleLine, Source::Worker, json!({"message": format!("line {n}\u{0}")}))
+        NewEvent::new(
+            EventKind::ConsoleLine,
+            Source::Worker,
+            json!({"message": format!("line {n}\u{0}")}),
+        )
     };
     let batch: Vec<NewEvent> = (0..3).map(line).collect();
-    let Appended::Written(first) = append(&db, &claim.origin(), &claim.fence(), &batch).await.unwrap() else {
+    let Appended::Written(first) = append(&db, &claim.origin(), &claim.fence(), &batch)
+        .await
+        .unwrap()
+    else {
         panic!("not written")
     };
-    assert_eq!(first.iter().map(|e| e.sequence).collect::<Vec<_>>(), vec![3, 4, 5]);
-    assert_eq!(first[0].payload["message"], "line 0\u{FFFD}", "NUL is replaced");
+    assert_eq!(
+        first.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
+    assert_eq!(
+        first[0].payload["message"], "line 0\u{FFFD}",
+        "NUL is replaced"
+    );
     // The same batch again, as after an ambiguous COMMIT: skipped.
-    let again = append(&db, &claim.origin(), &claim.fence(), &batch).await.unwrap();
+    let again = append(&db, &claim.origin(), &claim.fence(), &batch)
+        .await
+        .unwrap();
     assert!(matches!(again, Appended::AlreadyStored), "{again:?}");
-    let stale = Fence::Run { incarnation: Uuid::now_v7(), attempt: 1 };
-    let refused = append(&db, &claim.origin(), &stale, &[line(9)]).await.unwrap();
+    let stale = Fence::Run {
+        incarnation: Uuid::now_v7(),
+        attempt: 1,
+    };
+    let refused = append(&db, &claim.origin(), &stale, &[line(9)])
+        .await
+        .unwrap();
     assert!(matches!(refused, Appended::Fenced), "{refused:?}");
-    let stored = ade_common::events::page(&db, StreamRef::Run(id), 0, 100).await.unwrap();
-    assert_eq!(stored.len(), 5, "run.queued, build.created and three lines, once each");
+    let stored = ade_common::events::page(&db, StreamRef::Run(id), 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.len(),
+        5,
+        "run.queued, build.created and three lines, once each"
+    );
     close(app, &pool, &[id]).await;
 }

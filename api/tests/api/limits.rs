@@ -38,7 +38,13 @@ async fn connections_that_trickle_their_headers_are_cut_off() {
         slow.push(conn);
     }
     // The server still answers others meanwhile.
-    assert_eq!(reqwest::get(app.url("/health/live")).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        reqwest::get(app.url("/health/live"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
     for conn in &mut slow {
         closed_by_server(conn).await;
     }
@@ -98,11 +104,19 @@ async fn a_small_upload_with_a_huge_pax_header_is_refused_in_bounded_memory() {
     let res = app.upload_configuration(ws, bomb).await;
     let grown = peak_rss().saturating_sub(before);
     let body = res.text().await.unwrap();
-    assert!(body.len() < 2000, "the problem is small: {} bytes", body.len());
+    assert!(
+        body.len() < 2000,
+        "the problem is small: {} bytes",
+        body.len()
+    );
     let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(problem["code"], "payload_too_large", "{problem}");
     println!("peak resident size grew by {} KiB", grown >> 10);
-    assert!(grown < 64 << 20, "the API's peak grew by {} MiB", grown >> 20);
+    assert!(
+        grown < 64 << 20,
+        "the API's peak grew by {} MiB",
+        grown >> 20
+    );
     app.finish().await;
 }
 
@@ -111,16 +125,30 @@ async fn unknown_fields_are_refused_everywhere_and_options_must_be_an_object() {
     let app = TestApp::with(Options::default()).await;
     let (config, doc) = app.sample_setup().await;
     let ws = app.create_workspace().await;
-    let with_url = json!({"name": "x", "source": {"type": "template", "url": "http://example.com/evil.zip"}});
+    let with_url =
+        json!({"name": "x", "source": {"type": "template", "url": "http://example.com/evil.zip"}});
     let res = app
-        .post_json(&format!("/api/v1/workspaces/{}/configurations", ws["id"].as_str().unwrap()), &with_url)
+        .post_json(
+            &format!(
+                "/api/v1/workspaces/{}/configurations",
+                ws["id"].as_str().unwrap()
+            ),
+            &with_url,
+        )
         .await;
     assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
-    for options in [json!([]), json!(null), json!("dry_run"), json!({"document_ids": [doc], "colour": 1})] {
+    for options in [
+        json!([]),
+        json!(null),
+        json!("dry_run"),
+        json!({"document_ids": [doc], "colour": 1}),
+    ] {
         let res = app.create_run(&config, &json!({"options": options})).await;
         assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
     }
-    let res = app.post_json("/api/v1/workspaces", &json!({"name": "x", "owner": "me"})).await;
+    let res = app
+        .post_json("/api/v1/workspaces", &json!({"name": "x", "owner": "me"}))
+        .await;
     assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
     app.finish().await;
 }
@@ -130,11 +158,15 @@ async fn problems_repeat_at_most_a_few_hundred_characters_of_the_input() {
     let app = TestApp::with(Options::default()).await;
     let (config, _) = app.sample_setup().await;
     let long = "x".repeat(100_000);
-    let res = app.create_run(&config, &json!({"options": {long.clone(): 1}})).await;
+    let res = app
+        .create_run(&config, &json!({"options": {long.clone(): 1}}))
+        .await;
     let problem = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
     let text = problem.to_string();
     assert!(text.len() < 1000, "{} bytes of problem", text.len());
-    let res = app.post_json("/api/v1/workspaces", &json!({"name": long})).await;
+    let res = app
+        .post_json("/api/v1/workspaces", &json!({"name": long}))
+        .await;
     let problem = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
     assert!(problem.to_string().len() < 1000);
     app.finish().await;

@@ -18,6 +18,7 @@ mod fencing;
 mod lifecycle;
 mod limits;
 mod pages;
+mod pool;
 mod reliability;
 mod runs;
 mod sandbox;

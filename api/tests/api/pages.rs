@@ -3,7 +3,6 @@
 //! connections.
 
 use crate::chromium::{Browser, Page};
-use crate::configurations::config_package;
 use crate::helpers::{DEADLINE, Options, TestApp, assert_problem};
 use crate::proxy::Proxy;
 use crate::streams::chatty_setup;
@@ -12,21 +11,22 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-
 /// The template configuration, printing at run time a line of markup (which
 /// must show as text) and a line on stderr, and a line when the build checks
 /// that it imports (so the run's stream holds build lines too).
 fn markup_package() -> Vec<u8> {
-    let columns = crate::configurations::template_columns();
-    let extra = r#"
-import os as _os, sys as _sys
-if _os.environ.get('ADE_EVENTS_FD'):
-    print('<b>not bold</b> <img src=x onerror="window.injected=1">', flush=True)
-    print('a line on stderr', file=_sys.stderr, flush=True)
-else:
-    print('imported by the build check', flush=True)
-"#;
-    config_package(&(columns + extra))
+    // At run time (in the configuration's on_run_start hook, per run even in
+    // a warm engine), and once when the build imports the rules.
+    let hooks = crate::fixtures::hooks_with(
+        "print('<b>not bold</b> <img src=x onerror=\"window.injected=1\">', flush=True)\n\
+         print('a line on stderr', file=sys.stderr, flush=True)",
+    );
+    let columns = crate::configurations::template_columns()
+        + "\nimport os as _os\nif not _os.environ.get('ADE_EVENTS_FD'):\n    print('imported by the build check', flush=True)\n";
+    crate::configurations::package_of(&[
+        ("src/ade_config/hooks.py", &hooks),
+        ("src/ade_config/columns.py", &columns),
+    ])
 }
 
 /// The console lines the page shows: `[sequence, scope, tag, message]`.

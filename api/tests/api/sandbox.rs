@@ -85,8 +85,8 @@ report("connect 5432", lambda: socket.create_connection(("127.0.0.1", 5432), tim
 report("connect 5672", lambda: socket.create_connection(("127.0.0.1", 5672), timeout=5))
 report("double-fork a sleeper", sleeper)
 report("allocate 3 GiB", lambda: len(bytearray(3 * 1024 ** 3)))
-report("link to /etc/passwd", lambda: os.symlink("/etc/passwd", "/run/ade/outputs/passwd.csv"))
-report("make a FIFO", lambda: os.mkfifo("/run/ade/outputs/fifo.csv"))
+report("link to /etc/passwd", lambda: os.symlink("/etc/passwd", os.path.join(run.output_dir, "passwd.csv")))
+report("make a FIFO", lambda: os.mkfifo(os.path.join(run.output_dir, "fifo.csv")))
 report("count processes", lambda: len([p for p in os.listdir("/proc") if p.isdigit()]))
 "#;
 
@@ -222,7 +222,7 @@ async fn outputs_over_the_cap_fail_the_run_with_output_limit() {
     app.start_worker_with(settings).await;
     // Two files under the per-file limit, over the total together.
     let code = r#"for _n in ("a", "b"):
-    with open(f"/run/ade/outputs/{_n}.bin", "wb") as _f:
+    with open(os.path.join(run.output_dir, f"{_n}.bin"), "wb") as _f:
         _f.write(b"x" * 700 * 1024)"#;
     let (config, doc) = app.package_setup(run_code_package(code)).await;
     let run = app

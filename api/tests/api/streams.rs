@@ -241,23 +241,38 @@ async fn followers_catch_up_on_events_missed_while_the_api_reconnects() {
     let run = app.submit(&config, json!({"document_ids": [doc]})).await;
     let id = run["id"].as_str().unwrap().to_owned();
     let followers: Vec<_> = (0..3)
-        .map(|_| crate::follow::follow_live(app.url(&format!("/api/v1/runs/{id}/events?stream=true"))))
+        .map(|_| {
+            crate::follow::follow_live(app.url(&format!("/api/v1/runs/{id}/events?stream=true")))
+        })
         .collect();
     let caught_up = async |last: i64| {
         for f in &followers {
             let start = std::time::Instant::now();
             while f.last.load(std::sync::atomic::Ordering::SeqCst) < last {
-                assert!(start.elapsed() < crate::helpers::DEADLINE, "a follower stayed behind {last}");
+                assert!(
+                    start.elapsed() < crate::helpers::DEADLINE,
+                    "a follower stayed behind {last}"
+                );
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
         }
     };
     let until_working = std::time::Instant::now();
-    while !app.all_events(&id).await.iter().any(|e| e["payload"]["message"] == "working") {
+    while !app
+        .all_events(&id)
+        .await
+        .iter()
+        .any(|e| e["payload"]["message"] == "working")
+    {
         assert!(until_working.elapsed() < crate::helpers::DEADLINE);
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    caught_up(app.all_events(&id).await.last().unwrap()["sequence"].as_i64().unwrap()).await;
+    caught_up(
+        app.all_events(&id).await.last().unwrap()["sequence"]
+            .as_i64()
+            .unwrap(),
+    )
+    .await;
 
     // An event committed but never delivered live (published while this API
     // had no queue on the events exchange), then the API reconnects.
@@ -271,17 +286,32 @@ async fn followers_catch_up_on_events_missed_while_the_api_reconnects() {
         build_id: None,
         attempt: Some(1),
     };
-    let missed = NewEvent::new(EventKind::ConsoleLine, Source::Worker, json!({"message": "missed"}));
-    let written = append(&pool.get().await.unwrap(), &origin, &Fence::Unfenced, &[missed])
-        .await
-        .unwrap()
-        .written();
+    let missed = NewEvent::new(
+        EventKind::ConsoleLine,
+        Source::Worker,
+        json!({"message": "missed"}),
+    );
+    let written = append(
+        &pool.get().await.unwrap(),
+        &origin,
+        &Fence::Unfenced,
+        &[missed],
+    )
+    .await
+    .unwrap()
+    .written();
     let api_events = |n: &str| n.starts_with("api:") && n.ends_with(":events");
     assert_eq!(app.close_broker_connections_where(api_events), 1);
     caught_up(written[0].sequence).await;
-    assert_eq!(app.run(&id).await["status"], "running", "caught up before the run ended");
+    assert_eq!(
+        app.run(&id).await["status"],
+        "running",
+        "caught up before the run ended"
+    );
 
-    let res = app.post_json(&format!("/api/v1/runs/{id}/cancel"), &json!({})).await;
+    let res = app
+        .post_json(&format!("/api/v1/runs/{id}/cancel"), &json!({}))
+        .await;
     crate::helpers::ok_json(res, reqwest::StatusCode::ACCEPTED).await;
     app.wait_for_run(&id).await;
     let log = logfile(&app, &id).await;

@@ -55,10 +55,7 @@ async fn duplicate_and_poison_messages_are_harmless() {
 
     let publisher = app.job_publisher().await;
     let run_id: uuid::Uuid = id.parse().unwrap();
-    publisher
-        .publish_job(StreamRef::Run(run_id))
-        .await
-        .unwrap();
+    publisher.publish_job(StreamRef::Run(run_id)).await.unwrap();
     publisher
         .publish(&format!("{}.jobs", app.prefix), "runs", b"not json")
         .await

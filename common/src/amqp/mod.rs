@@ -228,4 +228,3 @@ pub async fn subscribe_fanout(
         .basic_consume(queue.into(), "".into(), consume, FieldTable::default())
         .await
 }
-

@@ -43,7 +43,11 @@ impl Publisher {
     }
 
     /// A publisher without confirms (for hints such as events).
-    pub fn unconfirmed(url: impl Into<String>, name: impl Into<String>, topology: Topology) -> Self {
+    pub fn unconfirmed(
+        url: impl Into<String>,
+        name: impl Into<String>,
+        topology: Topology,
+    ) -> Self {
         Self::build(url.into(), name.into(), topology, false)
     }
 
@@ -174,7 +178,14 @@ impl Publisher {
     }
 
     fn reset(&self) {
-        if let Some((conn, _)) = self.inner.state.lock().expect("publisher lock").current.take() {
+        if let Some((conn, _)) = self
+            .inner
+            .state
+            .lock()
+            .expect("publisher lock")
+            .current
+            .take()
+        {
             close_later(conn);
         }
     }

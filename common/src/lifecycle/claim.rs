@@ -141,7 +141,12 @@ async fn set_claimed_status(
         .execute(
             "UPDATE runs SET status = $2 WHERE id = $1 AND worker_incarnation = $3 AND attempt = $4
                AND status IN ('running', 'waiting_for_build')",
-            &[&claim.run_id, &status.as_str(), &claim.incarnation, &claim.attempt],
+            &[
+                &claim.run_id,
+                &status.as_str(),
+                &claim.incarnation,
+                &claim.attempt,
+            ],
         )
         .await?;
     Ok(n == 1)

@@ -106,8 +106,16 @@ async fn requeue(
         "next_attempt": attempt + 1,
     });
     let retry = NewEvent::new(EventKind::RunRetry, Source::Worker, payload);
-    let events = append(tx, origin, &Fence::Unfenced, &[retry]).await?.written();
-    Ok((events, Job { stream: origin.stream, epoch }))
+    let events = append(tx, origin, &Fence::Unfenced, &[retry])
+        .await?
+        .written();
+    Ok((
+        events,
+        Job {
+            stream: origin.stream,
+            epoch,
+        },
+    ))
 }
 
 /// Builds whose builder is an incarnation that just lost a run's lease (it

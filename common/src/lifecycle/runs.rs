@@ -55,7 +55,11 @@ impl Completion {
     }
 
     /// The `run.completed` payload: the one place it is built.
-    pub fn payload(&self, started_at: Option<OffsetDateTime>, completed_at: OffsetDateTime) -> Value {
+    pub fn payload(
+        &self,
+        started_at: Option<OffsetDateTime>,
+        completed_at: OffsetDateTime,
+    ) -> Value {
         let started = started_at.unwrap_or(completed_at);
         let outputs: Vec<&str> = self.outputs.iter().map(|o| o.name.as_str()).collect();
         json!({
@@ -213,10 +217,12 @@ pub async fn hand_back(
         .await?;
     let Some(row) = row else {
         drop(tx);
-        return Ok(match complete(db, claim, &[], &Completion::cancelled()).await? {
-            Some(events) => HandBack::Cancelled(events),
-            None => HandBack::Lost,
-        });
+        return Ok(
+            match complete(db, claim, &[], &Completion::cancelled()).await? {
+                Some(events) => HandBack::Cancelled(events),
+                None => HandBack::Lost,
+            },
+        );
     };
     let job = Job {
         stream: StreamRef::Run(claim.run_id),
@@ -252,7 +258,10 @@ pub async fn cancel(
 ) -> Result<Cancel, tokio_postgres::Error> {
     let tx = db.transaction().await?;
     let Some(row) = tx
-        .query_opt("SELECT status FROM runs WHERE id = $1 FOR UPDATE", &[&run_id])
+        .query_opt(
+            "SELECT status FROM runs WHERE id = $1 FOR UPDATE",
+            &[&run_id],
+        )
         .await?
     else {
         return Ok(Cancel::NotFound);
@@ -337,7 +346,10 @@ pub async fn delete(
 ) -> Result<Deleted, tokio_postgres::Error> {
     let tx = db.transaction().await?;
     let Some(row) = tx
-        .query_opt("SELECT status FROM runs WHERE id = $1 FOR UPDATE", &[&run_id])
+        .query_opt(
+            "SELECT status FROM runs WHERE id = $1 FOR UPDATE",
+            &[&run_id],
+        )
         .await?
     else {
         return Ok(Deleted::Missing);

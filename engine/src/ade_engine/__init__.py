@@ -13,7 +13,13 @@ def preload(xlsx: bool = True) -> None:
     (raising ConfigError when they are broken) and, with `xlsx`, the XLSX
     readers (python-calamine and openpyxl).
     """
-    from . import cli, runner  # noqa: F401  (the whole run path hangs off these)
+    import pkgutil
+
+    # Every module a run may import lazily, so a forked run imports nothing
+    # (and never reads the venv again).
+    for module in pkgutil.walk_packages(__path__, __name__ + "."):
+        if module.name.rsplit(".", 1)[-1] not in ("__main__", "zygote"):
+            __import__(module.name)
     from .config import load
 
     load()

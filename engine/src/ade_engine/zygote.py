@@ -16,11 +16,14 @@ travel beside them (SCM_RIGHTS):
   it started.
 
 Each run is a child (A) that makes a new user and PID namespace and forks
-the engine (B) as its PID 1: when B ends, or A is killed, the kernel kills
-every process the run started, even double-forked, `setsid` ones. B is in
-its own session, has the run's rlimits, its working folder, and inputs
-reachable only as descriptors of regular files (never a directory of the
-host), and calls `ade_engine.cli.main(argv)` exactly as a spawned engine.
+its PID 1 (B), which forks the engine (C): when C ends B ends, and when B
+ends, or A is killed, the kernel kills every process the run started, even
+double-forked, `setsid` ones. The engine is not PID 1 so that signals reach
+it as they reach a spawned engine (PID 1 ignores those it has no handler
+for). C is in its own session, has the run's rlimits, its working folder,
+and inputs reachable only as descriptors of regular files (never a
+directory of the host), and calls `ade_engine.cli.main(argv)` exactly as a
+spawned engine.
 """
 
 import ctypes
@@ -76,12 +79,38 @@ def _apply_limits(limits: dict) -> None:
     }
     for name, value in limits.items():
         if name in names and value is not None:
-            resource.setrlimit(names[name], (int(value), int(value)))
+            # As for a spawned engine: SIGXCPU at the CPU limit, SIGKILL 5 s later.
+            hard = int(value) + 5 if name == "cpu_seconds" else int(value)
+            resource.setrlimit(names[name], (int(value), hard))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
+def _exit_code(status: int) -> int:
+    """A wait status as the worker reports it: the exit code, or 128 + signal."""
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def _init(req: dict, fds: list) -> None:
+    """B, PID 1 of the run's namespace: fork the engine, wait, exit as it did."""
+    code = 70
+    try:
+        _die_with_parent(_libc())
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _engine(req, fds)
+            finally:
+                os._exit(70)
+        for fd in fds:
+            os.close(fd)
+        code = _exit_code(os.waitpid(pid, 0)[1])
+    finally:
+        os._exit(code & 0xFF)
+
+
 def _engine(req: dict, fds: list) -> None:
-    """The run itself (B, PID 1 of its namespace). Never returns."""
+    """C, the run itself. Never returns."""
     libc = _libc()
     _die_with_parent(libc)
     os.setsid()
@@ -119,7 +148,7 @@ def _engine(req: dict, fds: list) -> None:
 
 
 def _run(req: dict, fds: list) -> None:
-    """A: new namespaces, fork the engine as their PID 1, relay its exit. Never returns."""
+    """A: new namespaces, fork their PID 1, relay its exit. Never returns."""
     code = 70
     try:
         libc = _libc()
@@ -130,14 +159,12 @@ def _run(req: dict, fds: list) -> None:
         pid = os.fork()
         if pid == 0:
             try:
-                _engine(req, fds)
+                _init(req, fds)
             finally:
                 os._exit(70)
         for fd in fds:
             os.close(fd)
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        code = 128 - code if code < 0 else code
+        code = _exit_code(os.waitpid(pid, 0)[1])
     except BaseException as exc:  # report, never fall back into the zygote's loop
         try:
             os.write(2, f"ade-engine zygote: the run could not start: {exc}\n".encode())
@@ -203,8 +230,7 @@ class Zygote:
                 return
             run = self.children.pop(pid, None)
             if run is not None:
-                code = os.waitstatus_to_exitcode(status)
-                self.send({"op": "exited", "id": run, "code": 128 - code if code < 0 else code})
+                self.send({"op": "exited", "id": run, "code": _exit_code(status)})
 
 
 def main() -> int:

@@ -8,8 +8,8 @@
 //! cancel.
 
 use super::resource::RunResource;
-use crate::error::ApiError;
 use crate::auth::Principal;
+use crate::error::ApiError;
 use crate::routes::{authed, json};
 use crate::state::AppState;
 use ade_common::lifecycle::runs::{Cancel, cancel as cancel_run};

@@ -7,9 +7,9 @@
 //! it again once the broker is back.
 
 use super::resource::{COLUMNS, RunResource};
+use crate::auth::Principal;
 use crate::error::{ApiError, FieldError};
 use crate::routes::streams::{Format, follow};
-use crate::auth::Principal;
 use crate::routes::{authed, created, json, json_body, parse_json};
 use crate::state::AppState;
 use ade_common::events::{EventKind, NewEvent, Source, StreamRef};
@@ -169,7 +169,11 @@ fn checked_key(key: String) -> Result<String, ApiError> {
 }
 
 /// The configuration as a build target, if `who` may see it (else 404).
-async fn target(tx: &Transaction<'_>, who: &Principal, config_id: Uuid) -> Result<Target, ApiError> {
+async fn target(
+    tx: &Transaction<'_>,
+    who: &Principal,
+    config_id: Uuid,
+) -> Result<Target, ApiError> {
     let config = tx
         .query_opt(
             "SELECT workspace_id, content_digest FROM configurations WHERE id = $1",

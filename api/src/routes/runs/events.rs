@@ -1,9 +1,9 @@
 //! `/runs/{id}/events` (pages) and `/runs/{id}/logfile` (everything, NDJSON).
 
-use crate::error::ApiError;
-use crate::routes::event_pages::{EventsQuery, events};
 use crate::auth::Principal;
+use crate::error::ApiError;
 use crate::routes::authed;
+use crate::routes::event_pages::{EventsQuery, events};
 use crate::state::AppState;
 use ade_common::events::{Envelope, MAX_PAGE, StreamRef};
 use uuid::Uuid;

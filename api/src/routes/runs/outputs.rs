@@ -5,8 +5,8 @@
 //! attempt's folder, opened without following links and refused unless it
 //! is a regular file (a FIFO or device planted later is never read).
 
-use crate::error::ApiError;
 use crate::auth::Principal;
+use crate::error::ApiError;
 use crate::routes::{authed, json};
 use crate::state::AppState;
 use ade_common::runs::OutputFile;
@@ -152,8 +152,9 @@ async fn open_regular(path: &Path) -> Result<(tokio::fs::File, u64), ApiError> {
         .await;
     let file = match opened {
         Ok(file) => file,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound)
-            || e.raw_os_error() == Some(libc::ELOOP) =>
+        Err(e)
+            if matches!(e.kind(), std::io::ErrorKind::NotFound)
+                || e.raw_os_error() == Some(libc::ELOOP) =>
         {
             return Err(ApiError::NotFound("file"));
         }
