@@ -9,6 +9,66 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Rejection, Reply};
 
+/// One stable problem `code`: the status it comes with and what it means.
+#[derive(Debug, Clone, Copy)]
+pub struct Code {
+    /// The `code` of the problem.
+    pub code: &'static str,
+    /// Its HTTP status.
+    pub status: u16,
+    /// What it means, for the reference and the OpenAPI document.
+    pub meaning: &'static str,
+}
+
+const fn c(code: &'static str, status: u16, meaning: &'static str) -> Code {
+    Code {
+        code,
+        status,
+        meaning,
+    }
+}
+
+/// Every `code` an [`ApiError`] can carry. A unit test checks it against the
+/// enum and against every code written in `src/`; the OpenAPI test checks
+/// that each appears in the document.
+pub const CODES: &[Code] = &[
+    c("unauthorized", 401, "no key, or an unknown or revoked one (with `WWW-Authenticate: Bearer`)"),
+    c("admin_required", 403, "the endpoint needs an admin key"),
+    c("resource_not_found", 404, "no route matches (also a path id that is not a UUID)"),
+    c("workspace_not_found", 404, "no such workspace, or not this key's"),
+    c("configuration_not_found", 404, "no such configuration (in this workspace, where the path names one)"),
+    c("document_not_found", 404, "no such document in this workspace"),
+    c("run_not_found", 404, "no such run"),
+    c("build_not_found", 404, "no such build"),
+    c("output_not_found", 404, "the run recorded no output of this name"),
+    c("file_not_found", 404, "the stored bytes of a document or output are missing, or not a regular file"),
+    c("key_not_found", 404, "no such API key"),
+    c("method_not_allowed", 405, "the path exists, but not with this method"),
+    c("conflict", 409, "a concurrent write won; retry the request"),
+    c("document_in_use", 409, "a queued or running run uses the document"),
+    c("environment_not_ready", 409, "the build of the configuration's current content failed; run with `force_rebuild`"),
+    c("idempotency_key_reused", 409, "the `Idempotency-Key` was used with a different request"),
+    c("run_already_terminal", 409, "the run already ended"),
+    c("run_not_terminal", 409, "the run has not ended; cancel it first"),
+    c("payload_too_large", 413, "the body, an upload or an expanded package is over its limit"),
+    c("unsupported_media_type", 422, "the request's `Content-Type` is not one the endpoint reads"),
+    c("invalid_request", 422, "bad JSON, a wrong type, an unknown or missing field, an invalid name or header"),
+    c("invalid_query", 422, "a query parameter is out of range, malformed or unknown"),
+    c("invalid_options", 422, "run options break a limit (one `errors[]` entry per problem)"),
+    c("invalid_package", 422, "the configuration package is not a valid `.zip`/`.tar.gz` `ade_config` package"),
+    c("invalid_multipart", 422, "the multipart body could not be read"),
+    c("safe_mode_enabled", 422, "`ADE_SAFE_MODE` is on: new runs are refused"),
+    c("rate_limited", 429, "this key made too many requests (with `Retry-After`)"),
+    c("run_queue_full", 429, "`ADE_MAX_QUEUED_RUNS` runs are waiting (with `Retry-After`)"),
+    c("internal_error", 500, "an unexpected failure; details are logged, never sent"),
+    c("service_unavailable", 503, "PostgreSQL is unreachable (with `Retry-After`)"),
+];
+
+/// The entry of [`CODES`] for `code`.
+pub fn code_entry(code: &str) -> Option<&'static Code> {
+    CODES.iter().find(|c| c.code == code)
+}
+
 /// One invalid field, in the `errors` array of a 422.
 #[derive(Debug, Clone, Serialize)]
 pub struct FieldError {
@@ -158,6 +218,7 @@ impl Reply for ApiError {
         let errors: Option<Vec<FieldError>> = errors.map(|errors| {
             errors
                 .iter()
+                .take(MAX_FIELD_ERRORS)
                 .map(|e| FieldError {
                     field: bounded(&e.field),
                     message: bounded(&e.message),
@@ -198,7 +259,9 @@ impl Reply for ApiError {
 
 /// Longest text of a problem field: details never echo more than about 200
 /// characters of what a client sent.
-const MAX_PROBLEM_TEXT: usize = 300;
+pub const MAX_PROBLEM_TEXT: usize = 300;
+/// Most entries in a problem's `errors`.
+pub const MAX_FIELD_ERRORS: usize = 16;
 
 /// `text`, cut at [`MAX_PROBLEM_TEXT`] characters.
 fn bounded(text: &str) -> String {
@@ -263,4 +326,104 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Rejection> {
         ApiError::Internal(anyhow::anyhow!("unhandled rejection: {rejection:?}"))
     };
     Ok(error.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// One error of each kind; the `match` stops compiling when a variant
+    /// is added, so the new one gets a sample (and a `CODES` entry).
+    fn samples() -> Vec<ApiError> {
+        let all = vec![
+            ApiError::NotFound("run"),
+            ApiError::invalid("x"),
+            ApiError::SafeMode,
+            ApiError::Conflict { code: "conflict", detail: "x".into() },
+            ApiError::TooLarge("x".into()),
+            ApiError::MethodNotAllowed,
+            ApiError::QueueFull,
+            ApiError::Unauthorized,
+            ApiError::AdminRequired,
+            ApiError::RateLimited { retry_after_s: 1 },
+            ApiError::Unavailable,
+            ApiError::Internal(anyhow::anyhow!("x")),
+        ];
+        for e in &all {
+            match e {
+                ApiError::NotFound(_)
+                | ApiError::Invalid { .. }
+                | ApiError::SafeMode
+                | ApiError::Conflict { .. }
+                | ApiError::TooLarge(_)
+                | ApiError::MethodNotAllowed
+                | ApiError::QueueFull
+                | ApiError::Unauthorized
+                | ApiError::AdminRequired
+                | ApiError::RateLimited { .. }
+                | ApiError::Unavailable
+                | ApiError::Internal(_) => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_variant_has_its_code_listed_with_its_status() {
+        for e in samples() {
+            let entry = code_entry(&e.code()).unwrap_or_else(|| panic!("{} is not in CODES", e.code()));
+            assert_eq!(entry.status, e.status().as_u16(), "{}", e.code());
+        }
+    }
+
+    #[test]
+    fn codes_are_listed_once() {
+        let unique: BTreeSet<&str> = CODES.iter().map(|c| c.code).collect();
+        assert_eq!(unique.len(), CODES.len());
+    }
+
+    /// Codes chosen where errors are made: `NotFound("<what>")` (as
+    /// `<what>_not_found`), `code: "<code>"` and `ApiError::field("<code>", …)`.
+    fn codes_in_sources(dir: &std::path::Path, found: &mut BTreeSet<(String, u16)>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                codes_in_sources(&path, found);
+                continue;
+            }
+            let source = std::fs::read_to_string(&path).unwrap();
+            // Not this test's own samples.
+            let source = source.split("#[cfg(test)]").next().unwrap();
+            let conflict = |at: usize| source[..at].rfind("Conflict") > source[..at].rfind("Invalid");
+            for (at, _) in source.match_indices("NotFound(\"") {
+                found.insert((format!("{}_not_found", literal(&source[at + 10..])), 404));
+            }
+            for (at, _) in source.match_indices("code: \"") {
+                let status = if conflict(at) { 409 } else { 422 };
+                found.insert((literal(&source[at + 7..]), status));
+            }
+            for (at, _) in source.match_indices("field(") {
+                let rest = source[at + 6..].trim_start();
+                if rest.starts_with('"') {
+                    found.insert((literal(&rest[1..]), 422));
+                }
+            }
+        }
+    }
+
+    fn literal(s: &str) -> String {
+        s[..s.find('"').unwrap()].to_owned()
+    }
+
+    #[test]
+    fn every_code_written_in_the_sources_is_listed_with_its_status() {
+        let mut found = BTreeSet::new();
+        codes_in_sources(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut found);
+        assert!(found.len() >= 15, "the scan finds the codes: {found:?}");
+        for (code, status) in found {
+            let entry = code_entry(&code).unwrap_or_else(|| panic!("{code} is not in CODES"));
+            assert_eq!(entry.status, status, "{code}");
+        }
+    }
 }

@@ -49,7 +49,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(keys::routes(state.clone()))
         .unify()
-        .or(openapi())
+        .or(openapi(&state.settings))
         .unify();
     health::routes(state.clone())
         .or(operations::metrics_route(state))
@@ -65,19 +65,33 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-fn openapi() -> BoxedFilter<(Response,)> {
+/// `GET /api/v1/openapi.json`: the document, generated once at start.
+fn openapi(settings: &crate::settings::ApiSettings) -> BoxedFilter<(Response,)> {
+    let doc = Bytes::from(crate::openapi::to_json(settings));
     warp::path!("openapi.json")
         .and(warp::get())
-        .map(|| {
-            let mut res = Response::new(include_str!("../../openapi.json").into());
-            res.headers_mut().insert(
-                "content-type",
-                "application/json".parse().expect("valid header"),
-            );
-            res
-        })
+        .map(move || openapi_json(doc.clone()))
         .boxed()
 }
+
+/// Get this OpenAPI document.
+///
+/// Served without a key.
+#[utoipa::path(get, path = "/api/v1/openapi.json", operation_id = "getOpenApi",
+    responses((status = 200, description = "This document (OpenAPI 3.1).", body = Object)))]
+fn openapi_json(doc: Bytes) -> Response {
+    let mut res = Response::new(doc.into());
+    res.headers_mut().insert(
+        "content-type",
+        "application/json".parse().expect("valid header"),
+    );
+    res
+}
+
+/// The OpenAPI part of this module (the document's own route).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(openapi_json))]
+pub struct Api;
 
 /// The shared state, for `.and(with(state))`.
 pub fn with(
@@ -126,7 +140,7 @@ pub fn created<T: Serialize>(location: String, value: &T) -> Response {
 }
 
 /// A page of items with the cursor of the next page.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     /// This page's items.
     pub items: Vec<T>,
@@ -135,13 +149,22 @@ pub struct Page<T> {
 }
 
 /// `limit` and `cursor` query parameters of list endpoints.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Page size, 1..=200 (default 50).
+    #[param(minimum = 1, maximum = 200, default = 50)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<uuid::Uuid>,
+}
+
+/// A list that is not paged.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Items<T> {
+    /// Every item.
+    pub items: Vec<T>,
 }
 
 impl PageQuery {
