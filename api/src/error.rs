@@ -51,7 +51,7 @@ pub const CODES: &[Code] = &[
     c("run_already_terminal", 409, "the run already ended"),
     c("run_not_terminal", 409, "the run has not ended; cancel it first"),
     c("payload_too_large", 413, "the body, an upload or an expanded package is over its limit"),
-    c("unsupported_media_type", 422, "the request's `Content-Type` is not one the endpoint reads"),
+    c("unsupported_media_type", 415, "the request's `Content-Type` is not one the endpoint reads"),
     c("invalid_request", 422, "bad JSON, a wrong type, an unknown or missing field, an invalid name or header"),
     c("invalid_query", 422, "a query parameter is out of range, malformed or unknown"),
     c("invalid_options", 422, "run options break a limit (one `errors[]` entry per problem)"),
@@ -111,6 +111,9 @@ pub enum ApiError {
     /// 405: the path exists, the method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 415: the body's `Content-Type` is missing or not one the endpoint reads.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// 429: too many runs are queued.
     #[error("too many queued runs; try again later")]
     QueueFull,
@@ -166,6 +169,7 @@ impl ApiError {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::QueueFull | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::AdminRequired => StatusCode::FORBIDDEN,
@@ -182,6 +186,7 @@ impl ApiError {
             Self::SafeMode => "safe_mode_enabled".into(),
             Self::TooLarge(_) => "payload_too_large".into(),
             Self::MethodNotAllowed => "method_not_allowed".into(),
+            Self::UnsupportedMediaType(_) => "unsupported_media_type".into(),
             Self::QueueFull => "run_queue_full".into(),
             Self::Unauthorized => "unauthorized".into(),
             Self::AdminRequired => "admin_required".into(),
@@ -302,6 +307,14 @@ impl From<std::io::Error> for ApiError {
     }
 }
 
+/// A `Content-Type` that a multipart route could not read (missing, or
+/// without a boundary): the only filters here that look at it.
+fn bad_content_type(rejection: &Rejection) -> bool {
+    let missing = rejection.find::<warp::reject::MissingHeader>().map(|e| e.name());
+    let invalid = rejection.find::<warp::reject::InvalidHeader>().map(|e| e.name());
+    [missing, invalid].into_iter().flatten().any(|name| name.eq_ignore_ascii_case("content-type"))
+}
+
 /// Turns warp's own rejections (routing, methods, bodies) into problem+json.
 pub async fn recover(rejection: Rejection) -> Result<Response, Rejection> {
     let error = if rejection.is_not_found() {
@@ -310,16 +323,19 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Rejection> {
         ApiError::field("invalid_query", "query", e.to_string())
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         ApiError::TooLarge("the request body is too large".into())
+    } else if bad_content_type(&rejection) {
+        // Before 405: the route matched, a sibling with another method did not.
+        ApiError::UnsupportedMediaType(
+            "this endpoint reads `multipart/form-data` (with a boundary); send that `Content-Type`".into(),
+        )
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         ApiError::MethodNotAllowed
     } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
         ApiError::invalid(e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::MissingHeader>() {
+        ApiError::invalid(e.to_string())
     } else if let Some(e) = rejection.find::<warp::reject::UnsupportedMediaType>() {
-        ApiError::Invalid {
-            code: "unsupported_media_type",
-            detail: e.to_string(),
-            errors: vec![],
-        }
+        ApiError::UnsupportedMediaType(e.to_string())
     } else if let Some(e) = rejection.find::<warp::reject::LengthRequired>() {
         ApiError::invalid(e.to_string())
     } else {
@@ -343,6 +359,7 @@ mod tests {
             ApiError::Conflict { code: "conflict", detail: "x".into() },
             ApiError::TooLarge("x".into()),
             ApiError::MethodNotAllowed,
+            ApiError::UnsupportedMediaType("x".into()),
             ApiError::QueueFull,
             ApiError::Unauthorized,
             ApiError::AdminRequired,
@@ -358,6 +375,7 @@ mod tests {
                 | ApiError::Conflict { .. }
                 | ApiError::TooLarge(_)
                 | ApiError::MethodNotAllowed
+                | ApiError::UnsupportedMediaType(_)
                 | ApiError::QueueFull
                 | ApiError::Unauthorized
                 | ApiError::AdminRequired

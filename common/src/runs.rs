@@ -73,11 +73,12 @@ impl RunOptions {
         if self
             .metadata
             .iter()
-            .any(|(k, v)| !is_label(k, 64) || v.chars().count() > 1024)
+            .any(|(k, v)| !is_label(k, 64) || v.chars().count() > 1024 || v.contains('\0'))
         {
+            // NUL too: PostgreSQL cannot store it in the run's options.
             err(
                 "metadata",
-                "keys are 1 to 64 printable characters, values at most 1024".into(),
+                "keys are 1 to 64 printable characters, values at most 1024 characters without NUL".into(),
             );
         }
         if errors.is_empty() {
@@ -128,7 +129,7 @@ mod schema {
             "description": "Free-form labels kept with the run.",
             "type": "object", "maxProperties": MAX_METADATA,
             "propertyNames": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": NO_CONTROLS},
-            "additionalProperties": {"type": "string", "maxLength": 1024},
+            "additionalProperties": {"type": "string", "maxLength": 1024, "pattern": "^[^\\u0000]*$"},
         }))
     }
 }
@@ -189,6 +190,9 @@ mod tests {
         let mut meta = ok.clone();
         meta.metadata.insert(String::new(), "x".into());
         assert!(meta.check().is_err());
+        let mut nul = ok.clone();
+        nul.metadata.insert("k".into(), "a\0b".into());
+        assert!(nul.check().is_err());
     }
 
     #[test]

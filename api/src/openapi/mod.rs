@@ -89,8 +89,16 @@ fn complete(operation: &mut Value, route: &Route, settings: &ApiSettings) {
     }
 }
 
-/// Notes the size limits on a request body.
+/// Notes the size limits on a request body. An optional body (an `Option`
+/// in the annotation) may be absent, but is never JSON `null`.
 fn limit_body(body: &mut Value, settings: &ApiSettings) {
+    if let Some(schema) = body.pointer_mut("/content/application~1json/schema")
+        && let Some(choices) = schema["oneOf"].as_array()
+        && let [some, none] = choices.as_slice()
+        && none == &json!({"type": "null"})
+    {
+        *schema = some.clone();
+    }
     let content = &body["content"];
     let mut limits = Vec::new();
     if content.get("application/json").is_some() {
@@ -107,7 +115,10 @@ fn limit_body(body: &mut Value, settings: &ApiSettings) {
             settings.max_upload_bytes
         ));
     }
-    if form_fields.contains_key("package") || form_ref.ends_with("/PackageForm") {
+    if form_fields.contains_key("package")
+        || form_ref.ends_with("/PackageForm")
+        || form_ref.ends_with("/ConfigurationForm")
+    {
         limits.push(format!(
             "The `package` (a `.zip` or `.tar.gz` of an `ade_config` package) is at most \
              {MAX_ARCHIVE_BYTES} bytes, with at most {MAX_ENTRIES} entries (directories \

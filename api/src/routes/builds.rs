@@ -150,7 +150,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     operation_id = "createBuild",
     params(("workspace_id" = Uuid, Path, description = "A workspace id."),
         ("configuration_id" = Uuid, Path, description = "A configuration id.")),
-    request_body(content = CreateBuild, description = "May be empty."),
+    request_body(content = Option<CreateBuild>, description = "May be empty."),
     responses(
         (status = 201, description = "The new, queued build.", body = BuildResource,
             headers(("Location" = String, description = "`/api/v1/builds/{id}`"))),
@@ -259,8 +259,9 @@ pub async fn find(state: &AppState, who: &Principal, id: Uuid) -> Result<BuildRe
 /// As for a run's events; the live stream ends after `build.completed`.
 #[utoipa::path(get, path = "/api/v1/builds/{build_id}/events", operation_id = "getBuildEvents",
     params(("build_id" = Uuid, Path, description = "A build id."), EventsQuery,
-        ("Last-Event-ID" = Option<String>, Header, pattern = "^\\s*[0-9]+\\s*$",
-            description = "With `stream=true`: resume after this sequence (when `after_sequence` is absent).")),
+        ("Last-Event-ID" = Option<String>, Header,
+            description = "With `stream=true` (and no `after_sequence`): resume after this sequence \
+                number (otherwise 422 `invalid_request`). Ignored without `stream=true`.")),
     responses((status = 200, description = "A page of events (`application/json`), or with `stream=true` \
             the live stream: SSE (`Accept: text/event-stream`: `id: <sequence>`, `event: <type>`, \
             `data: <Event>`), or NDJSON (one event per line).", content(

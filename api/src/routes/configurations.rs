@@ -80,12 +80,24 @@ pub(crate) enum SourceKind {
     Template,
 }
 
-/// The multipart form of a package upload (read part by part by the handler).
+/// The multipart form of a new configuration (read part by part by the handler).
 #[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // describes the form for the OpenAPI document only
+pub(crate) struct ConfigurationForm {
+    #[schema(schema_with = crate::openapi::schemas::name)]
+    name: String,
+    /// A `.zip` or `.tar.gz` of an `ade_config` package.
+    #[schema(schema_with = crate::openapi::schemas::binary)]
+    package: Vec<u8>,
+}
+
+/// The multipart form of a package replacement.
+#[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // describes the form for the OpenAPI document only
 pub(crate) struct PackageForm {
-    /// The configuration's name (required on create, ignored on replace).
-    #[schema(schema_with = crate::openapi::schemas::name)]
+    /// Accepted and ignored: the configuration keeps its name.
     name: Option<String>,
     /// A `.zip` or `.tar.gz` of an `ade_config` package.
     #[schema(schema_with = crate::openapi::schemas::binary)]
@@ -152,7 +164,7 @@ enum Body {
     operation_id = "createConfiguration",
     params(("workspace_id" = Uuid, Path, description = "A workspace id.")),
     request_body(content(
-        (PackageForm = "multipart/form-data"),
+        (ConfigurationForm = "multipart/form-data"),
         (CreateFromSource = "application/json"),
     )),
     responses((status = 201, description = "The new configuration.", body = Configuration,

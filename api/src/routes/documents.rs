@@ -59,6 +59,7 @@ impl From<&Row> for Document {
 
 /// The multipart form of a document upload (read part by part by the handler).
 #[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // describes the form for the OpenAPI document only
 pub(crate) struct DocumentForm {
     /// The file; its file name becomes the document's name.

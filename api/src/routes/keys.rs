@@ -14,17 +14,43 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 /// `{"name", "admin": true}` or `{"name", "workspace_id"}`.
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateKey {
-    #[schema(schema_with = crate::openapi::schemas::name)]
     name: String,
-    /// An admin key (then without `workspace_id`).
     #[serde(default)]
     admin: bool,
-    /// The one workspace a workspace key sees.
     workspace_id: Option<Uuid>,
 }
+
+/// Written out: a derive cannot say "either `admin: true` or a
+/// `workspace_id`", which `create` checks.
+impl utoipa::PartialSchema for CreateKey {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let object = serde_json::json!({
+            "type": "object",
+            "description": "`{\"name\", \"admin\": true}` for an admin key, or \
+                `{\"name\", \"workspace_id\"}` for a key that sees one workspace.",
+            "required": ["name"],
+            "properties": {
+                "name": crate::openapi::schemas::name(),
+                "admin": {"type": "boolean", "default": false, "description": "An admin key."},
+                "workspace_id": {"type": ["string", "null"], "format": "uuid",
+                                 "description": "The one workspace a workspace key sees."},
+            },
+            "additionalProperties": false,
+        });
+        let either = serde_json::json!({"oneOf": [
+            {"type": "object", "required": ["admin"], "properties": {
+                "admin": {"type": "boolean", "enum": [true]}, "workspace_id": {"type": "null"}}},
+            {"type": "object", "required": ["workspace_id"], "properties": {
+                "admin": {"type": "boolean", "enum": [false]}, "workspace_id": {"type": "string"}}},
+        ]});
+        crate::openapi::schemas::from(serde_json::json!({"allOf": [object, either]})).into()
+    }
+}
+
+impl utoipa::ToSchema for CreateKey {}
 
 /// Which keys to list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -51,7 +51,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(openapi(&state.settings))
         .unify();
-    health::routes(state.clone())
+    let tree = health::routes(state.clone())
         .or(operations::metrics_route(state))
         .unify()
         .or(pages::routes())
@@ -59,10 +59,24 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(api.and(v1))
         .unify()
         .recover(crate::error::recover)
-        .unify()
+        .unify();
+    warp::path::full()
+        .and(tree)
+        .map(with_allow)
         .with(warp::trace::request())
         .map(Reply::into_response)
         .boxed()
+}
+
+/// A 405 lists the methods the path has (`Allow`, as RFC 9110 requires).
+fn with_allow(path: warp::path::FullPath, mut res: Response) -> Response {
+    if res.status() == StatusCode::METHOD_NOT_ALLOWED {
+        let allow = table::allowed_methods(path.as_str()).join(", ");
+        if let Ok(allow) = allow.parse() {
+            res.headers_mut().insert("allow", allow);
+        }
+    }
+    res
 }
 
 /// `GET /api/v1/openapi.json`: the document, generated once at start.

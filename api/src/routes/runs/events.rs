@@ -37,8 +37,9 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 /// then new events as they happen, ending after `run.completed`.
 #[utoipa::path(get, path = "/api/v1/runs/{run_id}/events", operation_id = "getRunEvents",
     params(("run_id" = Uuid, Path, description = "A run id."), EventsQuery,
-        ("Last-Event-ID" = Option<String>, Header, pattern = "^\\s*[0-9]+\\s*$",
-            description = "With `stream=true`: resume after this sequence (when `after_sequence` is absent).")),
+        ("Last-Event-ID" = Option<String>, Header,
+            description = "With `stream=true` (and no `after_sequence`): resume after this sequence \
+                number (otherwise 422 `invalid_request`). Ignored without `stream=true`.")),
     responses((status = 200, description = "A page of events (`application/json`), or with `stream=true` \
             the live stream: SSE (`Accept: text/event-stream`: `id: <sequence>`, `event: <type>`, \
             `data: <Event>`), or NDJSON (one event per line).", content(
