@@ -15,6 +15,7 @@ mod documents;
 mod fencing;
 mod lifecycle;
 mod limits;
+mod openapi;
 mod pages;
 mod reliability;
 mod runs;
