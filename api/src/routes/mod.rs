@@ -128,9 +128,12 @@ pub fn json_body() -> impl Filter<Extract = (Bytes,), Error = warp::Rejection> +
     warp::body::content_length_limit(MAX_JSON_BYTES).and(warp::body::bytes())
 }
 
-/// Parses a JSON body; an empty body reads as `{}`. Errors are 422 `invalid_request`.
+/// Parses a JSON body; an empty body (or only JSON whitespace) reads as
+/// `{}`. Errors are 422 `invalid_request`.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
+    // JSON's whitespace, not `is_ascii_whitespace` (which has form feed).
+    let blank = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let body = if body.iter().all(blank) {
         b"{}".as_slice()
     } else {
         body

@@ -274,3 +274,16 @@ async fn run_metadata_with_a_nul_is_refused_not_a_500() {
     crate::helpers::assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid_options").await;
     app.finish().await;
 }
+
+#[tokio::test]
+async fn a_body_of_a_form_feed_is_not_an_empty_body() {
+    let app = TestApp::with(Options::default()).await;
+    let ws = app.create_workspace().await;
+    let ws = ws["id"].as_str().unwrap();
+    let config = app.create_template_configuration(ws).await;
+    let path = format!("/api/v1/workspaces/{ws}/configurations/{}/builds", config["id"].as_str().unwrap());
+    // Not JSON (its whitespace is space, tab, CR and LF); it used to read as `{}`.
+    let res = app.post_raw(&path, "application/json", b"\x0c").await;
+    crate::helpers::assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+    app.finish().await;
+}
