@@ -422,9 +422,8 @@ mod tests {
                 found.insert((literal(&source[at + 7..]), status));
             }
             for (at, _) in source.match_indices("field(") {
-                let rest = source[at + 6..].trim_start();
-                if rest.starts_with('"') {
-                    found.insert((literal(&rest[1..]), 422));
+                if let Some(rest) = source[at + 6..].trim_start().strip_prefix('"') {
+                    found.insert((literal(rest), 422));
                 }
             }
         }
