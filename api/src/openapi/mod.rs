@@ -173,7 +173,7 @@ key unless `ADE_METRICS_PUBLIC=true` (here: {metrics_public}).\n\
 * **Limits.** JSON bodies: at most {MAX_JSON_BYTES} bytes, with `Content-Length`. \
 Document uploads: at most {upload} bytes. Packages: at most {MAX_ARCHIVE_BYTES} bytes, \
 {MAX_ENTRIES} entries, {MAX_EXPANDED_BYTES} bytes expanded. Pages: `limit` 1..200 \
-(events: 1..1000). Each key may make {rate} requests per second on average (429 \
+(events: 1..{MAX_PAGE}). Each key may make {rate} requests per second on average (429 \
 `rate_limited` with `Retry-After` beyond). Problem details echo at most \
 {MAX_PROBLEM_TEXT} characters of input.\n\
 * **Errors** are `application/problem+json` (`Problem`); match on `code`. An unknown \
@@ -190,6 +190,7 @@ Health (`/health/*`) and `/metrics` are at the root; the pages for people (`/`, 
         upload = settings.max_upload_bytes,
         rate = settings.rate_limit_per_second,
         MAX_PROBLEM_TEXT = crate::error::MAX_PROBLEM_TEXT,
+        MAX_PAGE = ade_common::events::MAX_PAGE,
     );
     json!({
         "title": "ADE Runs API",
