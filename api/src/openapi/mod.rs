@@ -48,8 +48,15 @@ pub fn document(settings: &ApiSettings) -> Value {
         "description": "An API key from `ade-api keys create` or `POST /api/v1/keys`. \
             Routes that need an admin key list the role `admin`.",
     }});
-    alias(&mut doc, "/api/v1/configs/{configuration_id}/runs", "/api/v1/configurations/{configuration_id}/runs");
-    for route in ROUTES.iter().filter(|r| !UNDOCUMENTED_GROUPS.contains(&r.group)) {
+    alias(
+        &mut doc,
+        "/api/v1/configs/{configuration_id}/runs",
+        "/api/v1/configurations/{configuration_id}/runs",
+    );
+    for route in ROUTES
+        .iter()
+        .filter(|r| !UNDOCUMENTED_GROUPS.contains(&r.group))
+    {
         if let Some(operation) = operation_mut(&mut doc, route) {
             complete(operation, route, settings);
         }
@@ -79,7 +86,9 @@ fn complete(operation: &mut Value, route: &Route, settings: &ApiSettings) {
     };
     operation["security"] = security;
     operation["tags"] = json!([route.group]);
-    let params = operation.get_mut("parameters").and_then(Value::as_array_mut);
+    let params = operation
+        .get_mut("parameters")
+        .and_then(Value::as_array_mut);
     for param in params.into_iter().flatten() {
         not_null(&mut param["schema"]);
     }
@@ -150,10 +159,17 @@ fn not_null(schema: &mut Value) {
 /// Documents `alias` as the same operation as `path` (one handler serves both).
 fn alias(doc: &mut Value, path: &str, alias: &str) {
     let mut item = doc["paths"][path].clone();
-    for operation in item.as_object_mut().into_iter().flat_map(|o| o.values_mut()) {
+    for operation in item
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|o| o.values_mut())
+    {
         if let Some(id) = operation["operationId"].as_str() {
             operation["operationId"] = Value::String(format!("{id}Alias"));
-            operation["summary"] = Value::String(format!("{} (alias of `{path}`)", operation["summary"].as_str().unwrap_or_default()));
+            operation["summary"] = Value::String(format!(
+                "{} (alias of `{path}`)",
+                operation["summary"].as_str().unwrap_or_default()
+            ));
         }
     }
     doc["paths"][alias] = item;

@@ -87,7 +87,11 @@ pub fn apply(operation: &mut Value, route: &Route, metrics_public: bool) {
         for code in list.as_array().into_iter().flatten() {
             let code = code.as_str().expect("codes are strings");
             let entry = code_entry(code).unwrap_or_else(|| panic!("{code} is not in error::CODES"));
-            assert_eq!(status, &entry.status.to_string(), "{code} is listed under the wrong status");
+            assert_eq!(
+                status,
+                &entry.status.to_string(),
+                "{code} is listed under the wrong status"
+            );
             add(code);
         }
     }
@@ -116,9 +120,15 @@ fn implied(operation: &Value, route: &Route, metrics_public: bool) -> Vec<&'stat
     if route.access != Access::Open {
         codes.extend(["service_unavailable", "internal_error"]);
     }
-    let params = operation["parameters"].as_array().cloned().unwrap_or_default();
+    let params = operation["parameters"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let is_in = |place: &str| params.iter().any(|p| p["in"] == place);
-    if params.iter().any(|p| p["in"] == "path" && p["schema"]["format"] == "uuid") {
+    if params
+        .iter()
+        .any(|p| p["in"] == "path" && p["schema"]["format"] == "uuid")
+    {
         codes.push("resource_not_found");
     }
     if is_in("query") {
@@ -132,7 +142,12 @@ fn implied(operation: &Value, route: &Route, metrics_public: bool) -> Vec<&'stat
         codes.extend(["payload_too_large", "invalid_request"]);
     }
     if body.get("multipart/form-data").is_some() {
-        codes.extend(["payload_too_large", "unsupported_media_type", "invalid_multipart", "invalid_request"]);
+        codes.extend([
+            "payload_too_large",
+            "unsupported_media_type",
+            "invalid_multipart",
+            "invalid_request",
+        ]);
     }
     codes
 }

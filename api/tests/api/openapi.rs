@@ -12,7 +12,9 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
-const METHODS: &[&str] = &["get", "put", "post", "delete", "patch", "head", "options", "trace"];
+const METHODS: &[&str] = &[
+    "get", "put", "post", "delete", "patch", "head", "options", "trace",
+];
 
 async fn served_document(app: &TestApp) -> Value {
     let res = reqwest::get(app.url("/api/v1/openapi.json")).await.unwrap();
@@ -28,7 +30,10 @@ fn operations(doc: &Value) -> BTreeMap<(String, String), &Value> {
     let mut found = BTreeMap::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
-            assert!(METHODS.contains(&method.as_str()), "{method} {path} is not an operation");
+            assert!(
+                METHODS.contains(&method.as_str()),
+                "{method} {path} is not an operation"
+            );
             found.insert((method.to_uppercase(), path.clone()), operation);
         }
     }
@@ -52,7 +57,10 @@ async fn the_document_has_every_route_of_the_table_and_nothing_else() {
     assert!(missing.is_empty(), "served but not documented: {missing:?}");
     let extra: Vec<_> = documented.difference(&table).collect();
     assert!(extra.is_empty(), "documented but not served: {extra:?}");
-    for route in ROUTES.iter().filter(|r| !UNDOCUMENTED_GROUPS.contains(&r.group)) {
+    for route in ROUTES
+        .iter()
+        .filter(|r| !UNDOCUMENTED_GROUPS.contains(&r.group))
+    {
         let operation = operations[&(route.method.to_owned(), route.path.to_owned())];
         let what = format!("{} {}", route.method, route.path);
         let security = &operation["security"];
@@ -60,11 +68,18 @@ async fn the_document_has_every_route_of_the_table_and_nothing_else() {
             Access::Open => assert_eq!(security, &serde_json::json!([]), "{what}"),
             Access::Key => assert_eq!(security, &serde_json::json!([{"bearerAuth": []}]), "{what}"),
             Access::Admin | Access::AdminUnlessPublic => {
-                assert_eq!(security, &serde_json::json!([{"bearerAuth": ["admin"]}]), "{what}")
+                assert_eq!(
+                    security,
+                    &serde_json::json!([{"bearerAuth": ["admin"]}]),
+                    "{what}"
+                )
             }
         }
         let responses = operation["responses"].as_object().unwrap();
-        assert!(responses.keys().any(|s| s.starts_with('2')), "{what} has a success response");
+        assert!(
+            responses.keys().any(|s| s.starts_with('2')),
+            "{what} has a success response"
+        );
         if route.access != Access::Open {
             assert!(responses.contains_key("401"), "{what} documents 401");
         }
@@ -81,12 +96,19 @@ fn documented_codes(doc: &Value) -> BTreeMap<String, BTreeSet<u16>> {
                 continue;
             };
             let narrowed = &problem["schema"]["allOf"][1]["properties"];
-            assert_eq!(narrowed["status"]["enum"][0].to_string(), *status, "{method} {path}");
+            assert_eq!(
+                narrowed["status"]["enum"][0].to_string(),
+                *status,
+                "{method} {path}"
+            );
             let listed = narrowed["code"]["enum"].as_array().unwrap();
             assert!(!listed.is_empty(), "{method} {path} {status}");
             for code in listed {
                 let code = code.as_str().unwrap().to_owned();
-                codes.entry(code).or_default().insert(status.parse().unwrap());
+                codes
+                    .entry(code)
+                    .or_default()
+                    .insert(status.parse().unwrap());
             }
         }
     }
@@ -109,15 +131,19 @@ async fn every_error_code_is_documented_under_its_status() {
         assert_eq!(statuses, &BTreeSet::from([code.status]), "{}", code.code);
     }
     let all: Vec<&str> = CODES.iter().map(|c| c.code).collect();
-    let in_problem: Vec<&str> = doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap())
-        .collect();
+    let in_problem: Vec<&str> =
+        doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
     assert_eq!(in_problem, all);
     for code in documented.keys() {
-        assert!(all.contains(&code.as_str()), "{code} is documented but not in error::CODES");
+        assert!(
+            all.contains(&code.as_str()),
+            "{code} is documented but not in error::CODES"
+        );
     }
     app.finish().await;
 }
@@ -153,15 +179,22 @@ async fn the_document_holds_together() {
     refs(&doc, &mut targets);
     assert!(targets.len() > 50, "the document uses components");
     for target in targets {
-        let pointer = target.strip_prefix('#').unwrap_or_else(|| panic!("{target} is not local"));
+        let pointer = target
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("{target} is not local"));
         assert!(doc.pointer(pointer).is_some(), "{target} does not resolve");
     }
     let mut ids = BTreeSet::new();
     for ((method, path), operation) in operations(&doc) {
         let what = format!("{method} {path}");
-        let id = operation["operationId"].as_str().unwrap_or_else(|| panic!("{what} has no operationId"));
+        let id = operation["operationId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what} has no operationId"));
         assert!(ids.insert(id.to_owned()), "operationId {id} is used twice");
-        assert!(operation["summary"].as_str().is_some_and(|s| !s.is_empty()), "{what} has a summary");
+        assert!(
+            operation["summary"].as_str().is_some_and(|s| !s.is_empty()),
+            "{what} has a summary"
+        );
         let declared: BTreeSet<&str> = operation["parameters"]
             .as_array()
             .into_iter()
@@ -182,7 +215,12 @@ async fn the_document_holds_together() {
                 Some(target) => doc.pointer(target.strip_prefix('#').unwrap()).unwrap(),
                 None => response,
             };
-            assert!(response["description"].as_str().is_some_and(|d| !d.is_empty()), "{what} {status}");
+            assert!(
+                response["description"]
+                    .as_str()
+                    .is_some_and(|d| !d.is_empty()),
+                "{what} {status}"
+            );
         }
     }
     app.finish().await;
@@ -205,9 +243,17 @@ async fn the_document_follows_the_settings_it_runs_with() {
     let metrics = &doc["paths"]["/metrics"]["get"];
     assert_eq!(metrics["security"], serde_json::json!([]));
     let statuses: Vec<&String> = metrics["responses"].as_object().unwrap().keys().collect();
-    assert!(!statuses.iter().any(|s| *s == "401" || *s == "403"), "{statuses:?}");
+    assert!(
+        !statuses.iter().any(|s| *s == "401" || *s == "403"),
+        "{statuses:?}"
+    );
     let page = &doc["paths"]["/api/v1/runs/{run_id}/events"]["get"]["parameters"];
-    let limit = page.as_array().unwrap().iter().find(|p| p["name"] == "limit").unwrap();
+    let limit = page
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap();
     assert_eq!(limit["schema"]["maximum"], ade_common::events::MAX_PAGE);
     app.finish().await;
 }
@@ -221,7 +267,10 @@ async fn a_multipart_route_sent_another_body_answers_415() {
     let ws = ws["id"].as_str().unwrap();
     let config = app.create_template_configuration(ws).await;
     let documents = format!("/api/v1/workspaces/{ws}/documents");
-    let package = format!("/api/v1/workspaces/{ws}/configurations/{}/package", config["id"].as_str().unwrap());
+    let package = format!(
+        "/api/v1/workspaces/{ws}/configurations/{}/package",
+        config["id"].as_str().unwrap()
+    );
     let client = crate::helpers::client_with(&app.key);
     for (method, path, content_type) in [
         // No Content-Type used to answer 405 (from the sibling GET route).
@@ -254,9 +303,21 @@ async fn a_405_lists_the_methods_of_the_path() {
         ("POST", "/health/live", "GET"),
     ] {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let res = client.request(method.clone(), app.url(path)).send().await.unwrap();
-        assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
-        assert_eq!(res.headers()["allow"].to_str().unwrap(), allow, "{method} {path}");
+        let res = client
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert_eq!(
+            res.headers()["allow"].to_str().unwrap(),
+            allow,
+            "{method} {path}"
+        );
     }
     app.finish().await;
 }
@@ -269,7 +330,10 @@ async fn run_metadata_with_a_nul_is_refused_not_a_500() {
         "metadata": {"k": "a\u{0}b"},
     });
     let res = app
-        .create_run(&uuid::Uuid::now_v7().to_string(), &serde_json::json!({"options": options}))
+        .create_run(
+            &uuid::Uuid::now_v7().to_string(),
+            &serde_json::json!({"options": options}),
+        )
         .await;
     crate::helpers::assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid_options").await;
     app.finish().await;
@@ -281,7 +345,10 @@ async fn a_body_of_a_form_feed_is_not_an_empty_body() {
     let ws = app.create_workspace().await;
     let ws = ws["id"].as_str().unwrap();
     let config = app.create_template_configuration(ws).await;
-    let path = format!("/api/v1/workspaces/{ws}/configurations/{}/builds", config["id"].as_str().unwrap());
+    let path = format!(
+        "/api/v1/workspaces/{ws}/configurations/{}/builds",
+        config["id"].as_str().unwrap()
+    );
     // Not JSON (its whitespace is space, tab, CR and LF); it used to read as `{}`.
     let res = app.post_raw(&path, "application/json", b"\x0c").await;
     crate::helpers::assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
