@@ -323,6 +323,10 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Rejection> {
         ApiError::field("invalid_query", "query", e.to_string())
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         ApiError::TooLarge("the request body is too large".into())
+    } else if let Some(e) = rejection.find::<warp::reject::LengthRequired>() {
+        // Before 415: a JSON body without `Content-Length` to a route that
+        // also reads multipart is refused for its length, not its type.
+        ApiError::invalid(e.to_string())
     } else if bad_content_type(&rejection) {
         // Before 405: the route matched, a sibling with another method did not.
         ApiError::UnsupportedMediaType(
@@ -336,8 +340,6 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Rejection> {
         ApiError::invalid(e.to_string())
     } else if let Some(e) = rejection.find::<warp::reject::UnsupportedMediaType>() {
         ApiError::UnsupportedMediaType(e.to_string())
-    } else if let Some(e) = rejection.find::<warp::reject::LengthRequired>() {
-        ApiError::invalid(e.to_string())
     } else {
         ApiError::Internal(anyhow::anyhow!("unhandled rejection: {rejection:?}"))
     };

@@ -10,7 +10,8 @@
 //! - a UUID path parameter that is not a UUID → 404 `resource_not_found`;
 //! - query parameters → 422 `invalid_query`; header parameters → 422 `invalid_request`;
 //! - a JSON body → 413 `payload_too_large`, 422 `invalid_request`;
-//! - a multipart body → 413, 415 `unsupported_media_type`, 422 `invalid_multipart`, `invalid_request`.
+//! - a multipart body → 413, 422 `invalid_multipart`, `invalid_request`, and
+//!   415 `unsupported_media_type` unless the route reads JSON too.
 //!
 //! Each status becomes one response whose schema narrows `code` to exactly
 //! the codes of that operation, so a client (or a fuzzer) can hold the API
@@ -142,12 +143,11 @@ fn implied(operation: &Value, route: &Route, metrics_public: bool) -> Vec<&'stat
         codes.extend(["payload_too_large", "invalid_request"]);
     }
     if body.get("multipart/form-data").is_some() {
-        codes.extend([
-            "payload_too_large",
-            "unsupported_media_type",
-            "invalid_multipart",
-            "invalid_request",
-        ]);
+        codes.extend(["payload_too_large", "invalid_multipart", "invalid_request"]);
+        if body.get("application/json").is_none() {
+            // A route that reads JSON too takes any other body as JSON.
+            codes.push("unsupported_media_type");
+        }
     }
     codes
 }

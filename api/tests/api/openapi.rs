@@ -2,7 +2,8 @@
 //! routes of `routes::table::ROUTES` (but the pages), documents every error
 //! code the code can return, holds together (every `$ref` resolves, every
 //! path parameter is declared), and follows the settings it runs with.
-//! `scripts/fuzz` validates it fully and holds the API to it.
+//! `scripts/fuzz` validates it fully and holds the API to it; the last tests
+//! here pin the answers it found that the document did not describe.
 
 use crate::helpers::{Options, TestApp, ok_json, repo_root};
 use ade_api::error::CODES;
@@ -352,5 +353,31 @@ async fn a_body_of_a_form_feed_is_not_an_empty_body() {
     // Not JSON (its whitespace is space, tab, CR and LF); it used to read as `{}`.
     let res = app.post_raw(&path, "application/json", b"\x0c").await;
     crate::helpers::assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_chunked_json_body_answers_422_not_405() {
+    let app = TestApp::with(Options::default()).await;
+    let ws = app.create_workspace().await;
+    let client = crate::helpers::client_with(&app.key);
+    for path in [
+        "/api/v1/workspaces".to_owned(),
+        format!("/api/v1/workspaces/{}/configurations", ws["id"].as_str().unwrap()),
+    ] {
+        // A streamed body goes without `Content-Length`; the sibling GET
+        // route's 405 used to win over the missing length.
+        let chunks = futures_util::stream::iter([Ok::<_, std::io::Error>(
+            br#"{"name": "x", "source": {"type": "template"}}"#.to_vec(),
+        )]);
+        let res = client
+            .post(app.url(&path))
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+            .await
+            .unwrap();
+        crate::helpers::assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+    }
     app.finish().await;
 }
