@@ -41,11 +41,14 @@ def _is_uuid(value):
 def before_call(context, case, kwargs):
     """Every phase, just before the request (schemathesis revalidates edits)."""
     params = case.path_parameters
-    for name in list(params or {}):
-        # Often an id that exists, so the request reaches the handler; an
-        # invalid value (a negative case) stays as it is.
-        if name in IDS and _is_uuid(params[name]) and _coin(case, name, 0.75):
-            params[name] = IDS[name]
+    # Often ids that exist (all of a path's, so they belong together), so the
+    # request reaches the handler; an invalid value (a negative case) stays,
+    # and the stateful phase keeps the ids its links took from responses.
+    stateful = case.meta is not None and case.meta.phase.name == "stateful"
+    if params and not stateful and _coin(case, "ids", 0.75):
+        for name in list(params):
+            if name in IDS and _is_uuid(params[name]):
+                params[name] = IDS[name]
     # The fuzzer's own key is never revoked (ids seen in responses are reused).
     if params and params.get("key_id") == IDS.get("admin_key_id"):
         params["key_id"] = IDS["key_id"]

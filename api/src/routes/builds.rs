@@ -96,7 +96,7 @@ pub(crate) struct CreateBuild {
     /// Answer with the build's live event stream instead of the build.
     #[serde(default)]
     stream: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::routes::object")]
     options: BuildOptions,
 }
 

@@ -61,6 +61,7 @@ impl From<&Row> for Configuration {
 pub(crate) struct CreateFromSource {
     #[schema(schema_with = crate::openapi::schemas::name)]
     name: String,
+    #[serde(deserialize_with = "crate::routes::object")]
     source: Source,
 }
 

@@ -138,7 +138,22 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     } else {
         body
     };
+    // serde also reads a struct from an array (`["name"]`): only objects here.
+    if body.iter().find(|b| !blank(b)) != Some(&b'{') {
+        return Err(ApiError::invalid("the body must be a JSON object"));
+    }
     serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+}
+
+/// For `#[serde(deserialize_with = "object")]`: a field that must be a JSON
+/// object (serde would also read the struct from an array).
+pub fn object<'de, D: serde::Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<T, D::Error> {
+    use serde::Deserialize as _;
+    use serde::de::Error as _;
+    match serde_json::Value::deserialize(d)? {
+        value @ serde_json::Value::Object(_) => T::deserialize(value).map_err(D::Error::custom),
+        _ => Err(D::Error::custom("must be an object")),
+    }
 }
 
 /// A JSON reply with a status.

@@ -10,7 +10,7 @@ use ade_api::error::CODES;
 use ade_api::openapi::UNDOCUMENTED_GROUPS;
 use ade_api::routes::table::{Access, ROUTES};
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 
 const METHODS: &[&str] = &[
@@ -363,7 +363,10 @@ async fn a_chunked_json_body_answers_422_not_405() {
     let client = crate::helpers::client_with(&app.key);
     for path in [
         "/api/v1/workspaces".to_owned(),
-        format!("/api/v1/workspaces/{}/configurations", ws["id"].as_str().unwrap()),
+        format!(
+            "/api/v1/workspaces/{}/configurations",
+            ws["id"].as_str().unwrap()
+        ),
     ] {
         // A streamed body goes without `Content-Length`; the sibling GET
         // route's 405 used to win over the missing length.
@@ -377,7 +380,42 @@ async fn a_chunked_json_body_answers_422_not_405() {
             .send()
             .await
             .unwrap();
-        crate::helpers::assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+        crate::helpers::assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+            .await;
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn bodies_and_their_objects_are_never_read_from_arrays() {
+    let app = TestApp::with(Options::default()).await;
+    let ws = app.create_workspace().await;
+    let ws = ws["id"].as_str().unwrap();
+    let config = app.create_template_configuration(ws).await;
+    let config = config["id"].as_str().unwrap();
+    // serde reads a struct from an array too; these used to be accepted.
+    for (path, body) in [
+        ("/api/v1/workspaces".to_owned(), json!(["x"])),
+        (
+            format!("/api/v1/workspaces/{ws}/configurations"),
+            json!(["x", {"type": "template"}]),
+        ),
+        (
+            format!("/api/v1/workspaces/{ws}/configurations"),
+            json!({"name": "x", "source": ["template"]}),
+        ),
+        (
+            format!("/api/v1/workspaces/{ws}/configurations/{config}/builds"),
+            json!({"options": []}),
+        ),
+        (
+            format!("/api/v1/workspaces/{ws}/configurations/{config}/builds"),
+            json!([false]),
+        ),
+    ] {
+        let res = app.post_json(&path, &body).await;
+        crate::helpers::assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+            .await;
     }
     app.finish().await;
 }

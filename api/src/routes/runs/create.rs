@@ -36,20 +36,9 @@ pub(crate) struct CreateRun {
     #[serde(default)]
     stream: bool,
     /// What to run; `document_ids` is required.
-    #[serde(default, deserialize_with = "object")]
+    #[serde(default, deserialize_with = "crate::routes::object")]
     #[schema(required = true)]
     options: RunOptions,
-}
-
-/// `options` must be a JSON object (not `null`, a list or a string).
-fn object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RunOptions, D::Error> {
-    use serde::de::Error as _;
-    match serde_json::Value::deserialize(d)? {
-        value @ serde_json::Value::Object(_) => {
-            RunOptions::deserialize(value).map_err(D::Error::custom)
-        }
-        _ => Err(D::Error::custom("options must be an object")),
-    }
 }
 
 /// Both spellings of the create path.
