@@ -9,6 +9,66 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Rejection, Reply};
 
+/// One stable problem `code`: the status it comes with and what it means.
+#[derive(Debug, Clone, Copy)]
+pub struct Code {
+    /// The `code` of the problem.
+    pub code: &'static str,
+    /// Its HTTP status.
+    pub status: u16,
+    /// What it means, for the reference and the OpenAPI document.
+    pub meaning: &'static str,
+}
+
+const fn c(code: &'static str, status: u16, meaning: &'static str) -> Code {
+    Code {
+        code,
+        status,
+        meaning,
+    }
+}
+
+/// Every `code` an [`ApiError`] can carry. A unit test checks it against the
+/// enum and against every code written in `src/`; the OpenAPI test checks
+/// that each appears in the document.
+pub const CODES: &[Code] = &[
+    c("unauthorized", 401, "no key, or an unknown or revoked one (with `WWW-Authenticate: Bearer`)"),
+    c("admin_required", 403, "the endpoint needs an admin key"),
+    c("resource_not_found", 404, "no route matches (also a path id that is not a UUID)"),
+    c("workspace_not_found", 404, "no such workspace, or not this key's"),
+    c("configuration_not_found", 404, "no such configuration (in this workspace, where the path names one)"),
+    c("document_not_found", 404, "no such document in this workspace"),
+    c("run_not_found", 404, "no such run"),
+    c("build_not_found", 404, "no such build"),
+    c("output_not_found", 404, "the run recorded no output of this name"),
+    c("file_not_found", 404, "the stored bytes of a document or output are missing, or not a regular file"),
+    c("key_not_found", 404, "no such API key"),
+    c("method_not_allowed", 405, "the path exists, but not with this method"),
+    c("conflict", 409, "a concurrent write won; retry the request"),
+    c("document_in_use", 409, "a queued or running run uses the document"),
+    c("environment_not_ready", 409, "the build of the configuration's current content failed; run with `force_rebuild`"),
+    c("idempotency_key_reused", 409, "the `Idempotency-Key` was used with a different request"),
+    c("run_already_terminal", 409, "the run already ended"),
+    c("run_not_terminal", 409, "the run has not ended; cancel it first"),
+    c("payload_too_large", 413, "the body, an upload or an expanded package is over its limit"),
+    c("unsupported_media_type", 415, "the request's `Content-Type` is not one the endpoint reads"),
+    c("invalid_request", 422, "bad JSON, a wrong type, an unknown or missing field, an invalid name or header"),
+    c("invalid_query", 422, "a query parameter is out of range, malformed or unknown"),
+    c("invalid_options", 422, "run options break a limit (one `errors[]` entry per problem)"),
+    c("invalid_package", 422, "the configuration package is not a valid `.zip`/`.tar.gz` `ade_config` package"),
+    c("invalid_multipart", 422, "the multipart body could not be read"),
+    c("safe_mode_enabled", 422, "`ADE_SAFE_MODE` is on: new runs are refused"),
+    c("rate_limited", 429, "this key made too many requests (with `Retry-After`)"),
+    c("run_queue_full", 429, "`ADE_MAX_QUEUED_RUNS` runs are waiting (with `Retry-After`)"),
+    c("internal_error", 500, "an unexpected failure; details are logged, never sent"),
+    c("service_unavailable", 503, "PostgreSQL is unreachable (with `Retry-After`)"),
+];
+
+/// The entry of [`CODES`] for `code`.
+pub fn code_entry(code: &str) -> Option<&'static Code> {
+    CODES.iter().find(|c| c.code == code)
+}
+
 /// One invalid field, in the `errors` array of a 422.
 #[derive(Debug, Clone, Serialize)]
 pub struct FieldError {
@@ -51,6 +111,9 @@ pub enum ApiError {
     /// 405: the path exists, the method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 415: the body's `Content-Type` is missing or not one the endpoint reads.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// 429: too many runs are queued.
     #[error("too many queued runs; try again later")]
     QueueFull,
@@ -106,6 +169,7 @@ impl ApiError {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::QueueFull | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::AdminRequired => StatusCode::FORBIDDEN,
@@ -122,6 +186,7 @@ impl ApiError {
             Self::SafeMode => "safe_mode_enabled".into(),
             Self::TooLarge(_) => "payload_too_large".into(),
             Self::MethodNotAllowed => "method_not_allowed".into(),
+            Self::UnsupportedMediaType(_) => "unsupported_media_type".into(),
             Self::QueueFull => "run_queue_full".into(),
             Self::Unauthorized => "unauthorized".into(),
             Self::AdminRequired => "admin_required".into(),
@@ -158,6 +223,7 @@ impl Reply for ApiError {
         let errors: Option<Vec<FieldError>> = errors.map(|errors| {
             errors
                 .iter()
+                .take(MAX_FIELD_ERRORS)
                 .map(|e| FieldError {
                     field: bounded(&e.field),
                     message: bounded(&e.message),
@@ -198,7 +264,9 @@ impl Reply for ApiError {
 
 /// Longest text of a problem field: details never echo more than about 200
 /// characters of what a client sent.
-const MAX_PROBLEM_TEXT: usize = 300;
+pub const MAX_PROBLEM_TEXT: usize = 300;
+/// Most entries in a problem's `errors`.
+pub const MAX_FIELD_ERRORS: usize = 16;
 
 /// `text`, cut at [`MAX_PROBLEM_TEXT`] characters.
 fn bounded(text: &str) -> String {
@@ -239,6 +307,14 @@ impl From<std::io::Error> for ApiError {
     }
 }
 
+/// A `Content-Type` that a multipart route could not read (missing, or
+/// without a boundary): the only filters here that look at it.
+fn bad_content_type(rejection: &Rejection) -> bool {
+    let missing = rejection.find::<warp::reject::MissingHeader>().map(|e| e.name());
+    let invalid = rejection.find::<warp::reject::InvalidHeader>().map(|e| e.name());
+    [missing, invalid].into_iter().flatten().any(|name| name.eq_ignore_ascii_case("content-type"))
+}
+
 /// Turns warp's own rejections (routing, methods, bodies) into problem+json.
 pub async fn recover(rejection: Rejection) -> Result<Response, Rejection> {
     let error = if rejection.is_not_found() {
@@ -247,20 +323,28 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Rejection> {
         ApiError::field("invalid_query", "query", e.to_string())
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         ApiError::TooLarge("the request body is too large".into())
+    } else if let Some(e) = rejection.find::<warp::reject::LengthRequired>() {
+        // Before 415: a JSON body without `Content-Length` to a route that
+        // also reads multipart is refused for its length, not its type.
+        ApiError::invalid(e.to_string())
+    } else if bad_content_type(&rejection) {
+        // Before 405: the route matched, a sibling with another method did not.
+        ApiError::UnsupportedMediaType(
+            "this endpoint reads `multipart/form-data` (with a boundary); send that `Content-Type`".into(),
+        )
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         ApiError::MethodNotAllowed
     } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
         ApiError::invalid(e.to_string())
-    } else if let Some(e) = rejection.find::<warp::reject::UnsupportedMediaType>() {
-        ApiError::Invalid {
-            code: "unsupported_media_type",
-            detail: e.to_string(),
-            errors: vec![],
-        }
-    } else if let Some(e) = rejection.find::<warp::reject::LengthRequired>() {
+    } else if let Some(e) = rejection.find::<warp::reject::MissingHeader>() {
         ApiError::invalid(e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::UnsupportedMediaType>() {
+        ApiError::UnsupportedMediaType(e.to_string())
     } else {
         ApiError::Internal(anyhow::anyhow!("unhandled rejection: {rejection:?}"))
     };
     Ok(error.into_response())
 }
+
+#[cfg(test)]
+mod tests;

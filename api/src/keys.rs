@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// What a key may see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "scope", content = "workspace_id", rename_all = "snake_case")]
 pub enum Scope {
     /// Every workspace, and the operations endpoints.
@@ -23,7 +23,7 @@ pub enum Scope {
 }
 
 /// A key's record, as listed (never the key itself).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct KeyRecord {
     /// The key's id (to revoke it).
     pub id: Uuid,
@@ -46,7 +46,7 @@ pub struct KeyRecord {
 }
 
 /// A new key: the record and the secret, shown once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NewKey {
     /// The stored record.
     #[serde(flatten)]

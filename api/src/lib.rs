@@ -6,6 +6,7 @@
 //! - [`rate_limit`]: a token bucket per key.
 //! - [`routes`]: one module per resource, mirroring the URL tree.
 //! - [`error`]: `ApiError`, the one error type at the HTTP edge (problem+json).
+//! - [`openapi`]: the OpenAPI document, generated from the handlers and the route table.
 //! - [`package`]: reading uploaded configuration packages safely.
 //! - [`live`]: this instance's events queue and the hub that feeds followers.
 //! - [`dispatch`]: the redispatcher and the reaper.
@@ -20,6 +21,7 @@ pub mod dispatch;
 pub mod error;
 pub mod keys;
 pub mod live;
+pub mod openapi;
 pub mod package;
 pub mod rate_limit;
 pub mod routes;

@@ -25,6 +25,8 @@ pub enum Command {
     /// Make, list and revoke API keys (migrates first).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print the OpenAPI document (as served at `/api/v1/openapi.json`) and exit.
+    Openapi,
 }
 
 /// `ade-api keys …`.

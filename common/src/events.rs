@@ -21,6 +21,7 @@ pub const MAX_PAGE: i64 = 1000;
 
 /// Who wrote an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// The HTTP API.
@@ -33,6 +34,7 @@ pub enum Source {
 
 /// Every event type (SPEC §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum EventKind {
     /// A run was accepted.
     #[serde(rename = "run.queued")]
@@ -155,6 +157,7 @@ impl StreamRef {
 
 /// One persisted event, as stored, published and streamed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Envelope {
     /// `evt_` + UUIDv7, given when the event is emitted.
     pub event_id: String,
@@ -164,6 +167,7 @@ pub struct Envelope {
     /// Position in its stream, from 1, gapless.
     pub sequence: i64,
     /// When it was written (RFC 3339, ms, UTC).
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub created_at: String,
     /// Who wrote it.
     pub source: Source,
@@ -177,7 +181,8 @@ pub struct Envelope {
     pub build_id: Option<Uuid>,
     /// The attempt that wrote it (runs only).
     pub attempt: Option<i32>,
-    /// Type-specific data.
+    /// Type-specific data (SPEC §5).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub payload: Value,
 }
 

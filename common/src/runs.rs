@@ -14,6 +14,7 @@ pub const MAX_METADATA: usize = 32;
 
 /// What a client asks a run to do. Unknown fields are refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RunOptions {
     /// Do everything but write outputs.
@@ -22,11 +23,15 @@ pub struct RunOptions {
     pub validate_only: bool,
     /// Build a fresh environment even if one is ready.
     pub force_rebuild: bool,
-    /// The input documents, in order.
+    /// The input documents, in order: 1 to 50, no repeats.
+    #[cfg_attr(feature = "openapi", schema(required = true, schema_with = schema::document_ids))]
     pub document_ids: Vec<Uuid>,
-    /// Sheets to read from workbook inputs.
+    /// Sheets to read from workbook inputs: at most 20 names of 1 to 255 characters.
+    #[cfg_attr(feature = "openapi", schema(schema_with = schema::input_sheet_names))]
     pub input_sheet_names: Vec<String>,
-    /// Free-form labels kept with the run.
+    /// Free-form labels kept with the run: at most 32, keys of 1 to 64
+    /// characters, values of at most 1024.
+    #[cfg_attr(feature = "openapi", schema(schema_with = schema::metadata))]
     pub metadata: BTreeMap<String, String>,
 }
 
@@ -68,11 +73,12 @@ impl RunOptions {
         if self
             .metadata
             .iter()
-            .any(|(k, v)| !is_label(k, 64) || v.chars().count() > 1024)
+            .any(|(k, v)| !is_label(k, 64) || v.chars().count() > 1024 || v.contains('\0'))
         {
+            // NUL too: PostgreSQL cannot store it in the run's options.
             err(
                 "metadata",
-                "keys are 1 to 64 printable characters, values at most 1024".into(),
+                "keys are 1 to 64 printable characters, values at most 1024 characters without NUL".into(),
             );
         }
         if errors.is_empty() {
@@ -88,8 +94,49 @@ fn is_label(s: &str, max: usize) -> bool {
     n > 0 && n <= max && !s.chars().any(char::is_control)
 }
 
+/// JSON schemas of the option limits that `check` enforces, from the same constants.
+#[cfg(feature = "openapi")]
+mod schema {
+    use super::{MAX_DOCUMENTS, MAX_METADATA, MAX_SHEETS};
+    use serde_json::json;
+    use utoipa::openapi::schema::Schema;
+
+    /// A string without control characters (what `is_label` accepts).
+    pub const NO_CONTROLS: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
+
+    fn from(value: serde_json::Value) -> Schema {
+        serde_json::from_value(value).expect("a valid schema")
+    }
+
+    pub fn document_ids() -> Schema {
+        from(json!({
+            "description": "The input documents, in order: 1 to 50, no repeats.",
+            "type": "array", "items": {"type": "string", "format": "uuid"},
+            "minItems": 1, "maxItems": MAX_DOCUMENTS, "uniqueItems": true,
+        }))
+    }
+
+    pub fn input_sheet_names() -> Schema {
+        from(json!({
+            "description": "Sheets to read from workbook inputs.",
+            "type": "array", "maxItems": MAX_SHEETS,
+            "items": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": NO_CONTROLS},
+        }))
+    }
+
+    pub fn metadata() -> Schema {
+        from(json!({
+            "description": "Free-form labels kept with the run.",
+            "type": "object", "maxProperties": MAX_METADATA,
+            "propertyNames": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": NO_CONTROLS},
+            "additionalProperties": {"type": "string", "maxLength": 1024, "pattern": "^[^\\u0000]*$"},
+        }))
+    }
+}
+
 /// Where a run failed, why, in a stable code, and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Failure {
     /// `build`, `run` or `worker`.
     pub stage: String,
@@ -112,6 +159,7 @@ impl Failure {
 
 /// One output file of a run, as recorded when the run completed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OutputFile {
     /// A plain file name (see [`crate::storage::is_safe_file_name`]).
     pub name: String,
@@ -142,6 +190,9 @@ mod tests {
         let mut meta = ok.clone();
         meta.metadata.insert(String::new(), "x".into());
         assert!(meta.check().is_err());
+        let mut nul = ok.clone();
+        nul.metadata.insert("k".into(), "a\0b".into());
+        assert!(nul.check().is_err());
     }
 
     #[test]

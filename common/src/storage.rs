@@ -58,20 +58,33 @@ impl DataDir {
     }
 }
 
-/// The content type served for a file name, from a fixed table.
+/// File extensions and the content type served for them; anything else is
+/// `application/octet-stream`.
+pub const CONTENT_TYPES: &[(&[&str], &str)] = &[
+    (&["csv"], "text/csv"),
+    (&["tsv"], "text/tab-separated-values"),
+    (&["json"], "application/json"),
+    (&["ndjson"], "application/x-ndjson"),
+    (&["txt", "log"], "text/plain"),
+    (
+        &["xlsx"],
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ),
+];
+
+/// The type of a file whose extension is not in [`CONTENT_TYPES`].
+pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// The content type served for a file name, from [`CONTENT_TYPES`].
 pub fn content_type_for(name: &str) -> &'static str {
-    let ext = name
-        .rsplit_once('.')
-        .map(|(_, ext)| ext.to_ascii_lowercase());
-    match ext.as_deref() {
-        Some("csv") => "text/csv",
-        Some("tsv") => "text/tab-separated-values",
-        Some("json") => "application/json",
-        Some("ndjson") => "application/x-ndjson",
-        Some("txt" | "log") => "text/plain",
-        Some("xlsx") => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        _ => "application/octet-stream",
-    }
+    let Some((_, ext)) = name.rsplit_once('.') else {
+        return DEFAULT_CONTENT_TYPE;
+    };
+    let ext = ext.to_ascii_lowercase();
+    CONTENT_TYPES
+        .iter()
+        .find(|(exts, _)| exts.contains(&ext.as_str()))
+        .map_or(DEFAULT_CONTENT_TYPE, |(_, content_type)| content_type)
 }
 
 /// True for a plain file name: no separators, no `.`/`..`, printable, bounded.
@@ -96,5 +109,13 @@ mod tests {
         for bad in ["", ".", "..", "../x", "a/b", ".hidden", "a\\b", "a\nb"] {
             assert!(!is_safe_file_name(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn content_types_come_from_the_table() {
+        assert_eq!(content_type_for("members.normalized.CSV"), "text/csv");
+        assert_eq!(content_type_for("run.log"), "text/plain");
+        assert_eq!(content_type_for("archive.tar.gz"), DEFAULT_CONTENT_TYPE);
+        assert_eq!(content_type_for("no-extension"), DEFAULT_CONTENT_TYPE);
     }
 }

@@ -7,7 +7,7 @@
 use super::{authed, created, json, json_body, parse_json};
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::routes::event_pages::{self, EventsQuery};
+use crate::routes::event_pages::{self, EventsPage, EventsQuery};
 use crate::routes::streams::{Format, follow};
 use crate::state::AppState;
 use ade_common::events::StreamRef;
@@ -30,17 +30,21 @@ const COLUMNS: &str = "id, workspace_id, configuration_id, status, fingerprint, 
      python_version, exit_code, error_message, created_at, started_at, completed_at";
 
 /// A build as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BuildResource {
     id: Uuid,
     workspace_id: Uuid,
     configuration_id: Uuid,
     status: BuildStatus,
+    /// Hash over the config digest, engine version and Python identity.
     fingerprint: String,
+    /// `content_digest` of the configuration it was built from.
     config_digest: String,
     engine_version: String,
     python_version: String,
+    /// 0 when ready, 1 when failed, `null` before the end.
     exit_code: Option<i32>,
+    /// Why it failed.
     error_message: Option<String>,
     #[serde(with = "serde_ts")]
     created_at: OffsetDateTime,
@@ -48,10 +52,12 @@ pub struct BuildResource {
     started_at: Option<OffsetDateTime>,
     #[serde(with = "serde_ts::option")]
     completed_at: Option<OffsetDateTime>,
+    #[schema(inline)]
     links: Links,
 }
 
-#[derive(Debug, Serialize)]
+/// URLs of the build and its events.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Links {
     #[serde(rename = "self")]
     this: String,
@@ -83,21 +89,30 @@ impl From<&Row> for BuildResource {
     }
 }
 
-#[derive(Deserialize)]
+/// A build request; every field is optional (an empty body reads as `{}`).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBuild {
+pub(crate) struct CreateBuild {
+    /// Answer with the build's live event stream instead of the build.
     #[serde(default)]
     stream: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::routes::object")]
     options: BuildOptions,
 }
 
-#[derive(Default, Deserialize)]
+/// How to build.
+#[derive(Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BuildOptions {
+pub(crate) struct BuildOptions {
+    /// Make a new build even if an equal one is ready.
     #[serde(default)]
     force: bool,
 }
+
+/// This module's part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create, get, events))]
+pub struct Api;
 
 /// Create, get, events.
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
@@ -126,6 +141,30 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// Request a build of a configuration.
+///
+/// Without `force`, an equal build (same fingerprint) that is ready or in
+/// progress is returned (200); otherwise a new one is queued (201). With
+/// `"stream": true` the reply is the build's live event stream.
+#[utoipa::path(post, path = "/api/v1/workspaces/{workspace_id}/configurations/{configuration_id}/builds",
+    operation_id = "createBuild",
+    params(("workspace_id" = Uuid, Path, description = "A workspace id."),
+        ("configuration_id" = Uuid, Path, description = "A configuration id.")),
+    request_body(content = Option<CreateBuild>, description = "May be empty."),
+    responses(
+        (status = 201, description = "The new, queued build.", body = BuildResource,
+            headers(("Location" = String, description = "`/api/v1/builds/{id}`"))),
+        (status = 200, description = "An equal build that is ready or in progress, \
+            or (`\"stream\": true`) the build's live event stream.", content(
+            (BuildResource = "application/json"),
+            (String = "text/event-stream"),
+            (String = "application/x-ndjson"),
+        )),
+    ),
+    extensions(("x-problems" = json!({
+        "404": ["workspace_not_found", "configuration_not_found"],
+        "409": ["conflict"],
+    }))))]
 async fn create(
     ws: Uuid,
     config: Uuid,
@@ -186,6 +225,11 @@ async fn create(
     }
 }
 
+/// Get a build.
+#[utoipa::path(get, path = "/api/v1/builds/{build_id}", operation_id = "getBuild",
+    params(("build_id" = Uuid, Path, description = "A build id.")),
+    responses((status = 200, description = "The build.", body = BuildResource)),
+    extensions(("x-problems" = json!({"404": ["build_not_found"]}))))]
 async fn get(
     id: Uuid,
     state: AppState,
@@ -210,6 +254,22 @@ pub async fn find(state: &AppState, who: &Principal, id: Uuid) -> Result<BuildRe
     Ok(BuildResource::from(&row))
 }
 
+/// Read a build's own events.
+///
+/// As for a run's events; the live stream ends after `build.completed`.
+#[utoipa::path(get, path = "/api/v1/builds/{build_id}/events", operation_id = "getBuildEvents",
+    params(("build_id" = Uuid, Path, description = "A build id."), EventsQuery,
+        ("Last-Event-ID" = Option<String>, Header,
+            description = "With `stream=true` (and no `after_sequence`): resume after this sequence \
+                number (otherwise 422 `invalid_request`). Ignored without `stream=true`.")),
+    responses((status = 200, description = "A page of events (`application/json`), or with `stream=true` \
+            the live stream: SSE (`Accept: text/event-stream`: `id: <sequence>`, `event: <type>`, \
+            `data: <Event>`), or NDJSON (one event per line).", content(
+            (EventsPage = "application/json"),
+            (String = "text/event-stream"),
+            (String = "application/x-ndjson"),
+        ))),
+    extensions(("x-problems" = json!({"404": ["build_not_found"]}))))]
 async fn events(
     id: Uuid,
     state: AppState,

@@ -2,7 +2,7 @@
 
 use super::multipart::{bad_multipart, read_part, read_text};
 use super::workspaces::{self, checked_name};
-use super::{PageQuery, authed, created, json, json_body, page, parse_json};
+use super::{Page, PageQuery, authed, created, json, json_body, page, parse_json};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::package::{self, CanonicalPackage, MAX_ARCHIVE_BYTES, PackageError};
@@ -24,12 +24,16 @@ const COLUMNS: &str =
     "id, workspace_id, name, content_digest, active_build_id, created_at, updated_at";
 
 /// A configuration as the API shows it (the package itself is not included).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Configuration {
     id: Uuid,
     workspace_id: Uuid,
+    #[schema(schema_with = crate::openapi::schemas::name)]
     name: String,
+    /// `sha256:<hex>` of the canonical package.
+    #[schema(pattern = "^sha256:[0-9a-f]{64}$")]
     content_digest: String,
+    /// The build runs use, once one is ready.
     active_build_id: Option<Uuid>,
     #[serde(with = "serde_ts")]
     created_at: OffsetDateTime,
@@ -51,25 +55,54 @@ impl From<&Row> for Configuration {
     }
 }
 
-#[derive(Deserialize)]
+/// A configuration made from a built-in source.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateFromSource {
+pub(crate) struct CreateFromSource {
+    #[schema(schema_with = crate::openapi::schemas::name)]
     name: String,
+    #[serde(deserialize_with = "crate::routes::object")]
     source: Source,
 }
 
 /// `{"type": "template"}`: a struct, so unknown fields are refused too.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Source {
+#[schema(as = ConfigurationSource)]
+pub(crate) struct Source {
     #[serde(rename = "type")]
     kind: SourceKind,
 }
 
-#[derive(Deserialize)]
+/// The built-in sources: `template`, the starter configuration.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-enum SourceKind {
+pub(crate) enum SourceKind {
     Template,
+}
+
+/// The multipart form of a new configuration (read part by part by the handler).
+#[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // describes the form for the OpenAPI document only
+pub(crate) struct ConfigurationForm {
+    #[schema(schema_with = crate::openapi::schemas::name)]
+    name: String,
+    /// A `.zip` or `.tar.gz` of an `ade_config` package.
+    #[schema(schema_with = crate::openapi::schemas::binary)]
+    package: Vec<u8>,
+}
+
+/// The multipart form of a package replacement.
+#[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // describes the form for the OpenAPI document only
+pub(crate) struct PackageForm {
+    /// Accepted and ignored: the configuration keeps its name.
+    name: Option<String>,
+    /// A `.zip` or `.tar.gz` of an `ade_config` package.
+    #[schema(schema_with = crate::openapi::schemas::binary)]
+    package: Vec<u8>,
 }
 
 /// What a create or replace request carries, however it was encoded.
@@ -124,6 +157,20 @@ enum Body {
     Json(Bytes),
 }
 
+/// Create a configuration.
+///
+/// From an uploaded package (multipart `name` and `package`), or from the
+/// starter template (JSON `{"name", "source": {"type": "template"}}`).
+#[utoipa::path(post, path = "/api/v1/workspaces/{workspace_id}/configurations",
+    operation_id = "createConfiguration",
+    params(("workspace_id" = Uuid, Path, description = "A workspace id.")),
+    request_body(content(
+        (ConfigurationForm = "multipart/form-data"),
+        (CreateFromSource = "application/json"),
+    )),
+    responses((status = 201, description = "The new configuration.", body = Configuration,
+        headers(("Location" = String, description = "The configuration's URL.")))),
+    extensions(("x-problems" = json!({"404": ["workspace_not_found"], "422": ["invalid_package"]}))))]
 async fn create(
     ws: Uuid,
     state: AppState,
@@ -165,6 +212,16 @@ async fn create(
     ))
 }
 
+/// Replace a configuration's package.
+///
+/// The configuration gets a new `content_digest`; its name stays.
+#[utoipa::path(put, path = "/api/v1/workspaces/{workspace_id}/configurations/{configuration_id}/package",
+    operation_id = "replacePackage",
+    params(("workspace_id" = Uuid, Path, description = "A workspace id."),
+        ("configuration_id" = Uuid, Path, description = "A configuration id.")),
+    request_body(content((PackageForm = "multipart/form-data"))),
+    responses((status = 200, description = "The configuration with its new package.", body = Configuration)),
+    extensions(("x-problems" = json!({"404": ["workspace_not_found", "configuration_not_found"], "422": ["invalid_package"]}))))]
 async fn replace(
     ws: Uuid,
     id: Uuid,
@@ -194,6 +251,12 @@ async fn replace(
     Ok(json(StatusCode::OK, &Configuration::from(&row)))
 }
 
+/// List a workspace's configurations, newest first.
+#[utoipa::path(get, path = "/api/v1/workspaces/{workspace_id}/configurations",
+    operation_id = "listConfigurations",
+    params(("workspace_id" = Uuid, Path, description = "A workspace id."), PageQuery),
+    responses((status = 200, description = "A page of configurations.", body = Page<Configuration>)),
+    extensions(("x-problems" = json!({"404": ["workspace_not_found"]}))))]
 async fn list(
     ws: Uuid,
     state: AppState,
@@ -221,6 +284,13 @@ async fn list(
     ))
 }
 
+/// Get a configuration.
+#[utoipa::path(get, path = "/api/v1/workspaces/{workspace_id}/configurations/{configuration_id}",
+    operation_id = "getConfiguration",
+    params(("workspace_id" = Uuid, Path, description = "A workspace id."),
+        ("configuration_id" = Uuid, Path, description = "A configuration id.")),
+    responses((status = 200, description = "The configuration.", body = Configuration)),
+    extensions(("x-problems" = json!({"404": ["workspace_not_found", "configuration_not_found"]}))))]
 async fn get(
     ws: Uuid,
     id: Uuid,
@@ -230,6 +300,11 @@ async fn get(
     let row = find(&state, &who?, ws, id).await?;
     Ok(json(StatusCode::OK, &Configuration::from(&row)))
 }
+
+/// This module's part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create, replace, list, get))]
+pub struct Api;
 
 async fn find(state: &AppState, who: &Principal, ws: Uuid, id: Uuid) -> Result<Row, ApiError> {
     workspaces::find(state, who, ws).await?;

@@ -5,7 +5,7 @@
 
 use super::multipart::{bad_multipart, save_part};
 use super::workspaces;
-use super::{PageQuery, authed, created, json, page};
+use super::{Page, PageQuery, authed, created, json, page};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -25,13 +25,19 @@ use warp::reply::Response;
 const COLUMNS: &str = "id, workspace_id, name, content_type, byte_size, sha256, created_at";
 
 /// A document as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Document {
     id: Uuid,
     workspace_id: Uuid,
+    /// The uploaded file name (its last path component, at most 255 characters).
+    #[schema(min_length = 1, max_length = 255)]
     name: String,
+    /// The declared part type, or one guessed from the name.
     content_type: String,
+    #[schema(minimum = 0)]
     byte_size: i64,
+    /// Hex SHA-256 of the bytes.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     sha256: String,
     #[serde(with = "serde_ts")]
     created_at: OffsetDateTime,
@@ -50,6 +56,21 @@ impl From<&Row> for Document {
         }
     }
 }
+
+/// The multipart form of a document upload (read part by part by the handler).
+#[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // describes the form for the OpenAPI document only
+pub(crate) struct DocumentForm {
+    /// The file; its file name becomes the document's name.
+    #[schema(schema_with = crate::openapi::schemas::binary)]
+    file: Vec<u8>,
+}
+
+/// This module's part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(upload, list, get, delete, download), components(responses(super::runs::outputs::FileDownload)))]
+pub struct Api;
 
 /// Upload, list, metadata, download, delete.
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
@@ -89,6 +110,13 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// Upload a document.
+#[utoipa::path(post, path = "/api/v1/workspaces/{workspace_id}/documents", operation_id = "uploadDocument",
+    params(("workspace_id" = Uuid, Path, description = "A workspace id.")),
+    request_body(content((DocumentForm = "multipart/form-data"))),
+    responses((status = 201, description = "The new document.", body = Document,
+        headers(("Location" = String, description = "The document's URL.")))),
+    extensions(("x-problems" = json!({"404": ["workspace_not_found"]}))))]
 async fn upload(
     ws: Uuid,
     state: AppState,
@@ -146,7 +174,11 @@ async fn upload(
     ))
 }
 
-/// The workspace's documents, newest first, a page at a time.
+/// List a workspace's documents, newest first.
+#[utoipa::path(get, path = "/api/v1/workspaces/{workspace_id}/documents", operation_id = "listDocuments",
+    params(("workspace_id" = Uuid, Path, description = "A workspace id."), PageQuery),
+    responses((status = 200, description = "A page of documents.", body = Page<Document>)),
+    extensions(("x-problems" = json!({"404": ["workspace_not_found"]}))))]
 async fn list(
     ws: Uuid,
     state: AppState,
@@ -173,6 +205,12 @@ async fn list(
     ))
 }
 
+/// Get a document's metadata.
+#[utoipa::path(get, path = "/api/v1/workspaces/{workspace_id}/documents/{document_id}", operation_id = "getDocument",
+    params(("workspace_id" = Uuid, Path, description = "A workspace id."),
+        ("document_id" = Uuid, Path, description = "A document id.")),
+    responses((status = 200, description = "The document.", body = Document)),
+    extensions(("x-problems" = json!({"404": ["workspace_not_found", "document_not_found"]}))))]
 async fn get(
     ws: Uuid,
     id: Uuid,
@@ -183,7 +221,14 @@ async fn get(
     Ok(json(StatusCode::OK, &Document::from(&row)))
 }
 
-/// Deletes a document no open run uses (409 `document_in_use` otherwise).
+/// Delete a document.
+///
+/// Refused while a queued or running run uses it.
+#[utoipa::path(delete, path = "/api/v1/workspaces/{workspace_id}/documents/{document_id}", operation_id = "deleteDocument",
+    params(("workspace_id" = Uuid, Path, description = "A workspace id."),
+        ("document_id" = Uuid, Path, description = "A document id.")),
+    responses((status = 204, description = "Deleted, with its bytes.")),
+    extensions(("x-problems" = json!({"404": ["workspace_not_found", "document_not_found"], "409": ["document_in_use"]}))))]
 async fn delete(
     ws: Uuid,
     id: Uuid,
@@ -219,6 +264,14 @@ async fn delete(
     Ok(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response())
 }
 
+/// Download a document's bytes.
+///
+/// As an attachment, with a content type from a fixed table of extensions.
+#[utoipa::path(get, path = "/api/v1/workspaces/{workspace_id}/documents/{document_id}/download", operation_id = "downloadDocument",
+    params(("workspace_id" = Uuid, Path, description = "A workspace id."),
+        ("document_id" = Uuid, Path, description = "A document id.")),
+    responses((status = 200, response = super::runs::outputs::FileDownload)),
+    extensions(("x-problems" = json!({"404": ["workspace_not_found", "document_not_found", "file_not_found"]}))))]
 async fn download(
     ws: Uuid,
     id: Uuid,

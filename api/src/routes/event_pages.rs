@@ -9,17 +9,27 @@ use warp::http::HeaderMap;
 use warp::reply::Response;
 
 /// The query of `GET …/events`: a page, or `stream=true`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// Only events after this sequence (default 0).
+    #[param(minimum = 0)]
     after_sequence: Option<i64>,
+    /// Page size, 1..=1000 (default 100); ignored with `stream=true`.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<i64>,
+    /// Answer with the live stream instead of a page.
     stream: Option<bool>,
 }
 
-#[derive(serde::Serialize)]
-struct EventsPage {
+/// A page of events.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct EventsPage {
+    /// In sequence order.
     items: Vec<Envelope>,
+    /// Pass back as `after_sequence` for the next page (unchanged when empty).
+    #[schema(minimum = 0)]
     next_after_sequence: i64,
 }
 

@@ -49,9 +49,9 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(keys::routes(state.clone()))
         .unify()
-        .or(openapi())
+        .or(openapi(&state.settings))
         .unify();
-    health::routes(state.clone())
+    let tree = health::routes(state.clone())
         .or(operations::metrics_route(state))
         .unify()
         .or(pages::routes())
@@ -59,25 +59,53 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(api.and(v1))
         .unify()
         .recover(crate::error::recover)
-        .unify()
+        .unify();
+    warp::path::full()
+        .and(tree)
+        .map(with_allow)
         .with(warp::trace::request())
         .map(Reply::into_response)
         .boxed()
 }
 
-fn openapi() -> BoxedFilter<(Response,)> {
+/// A 405 lists the methods the path has (`Allow`, as RFC 9110 requires).
+fn with_allow(path: warp::path::FullPath, mut res: Response) -> Response {
+    if res.status() == StatusCode::METHOD_NOT_ALLOWED {
+        let allow = table::allowed_methods(path.as_str()).join(", ");
+        if let Ok(allow) = allow.parse() {
+            res.headers_mut().insert("allow", allow);
+        }
+    }
+    res
+}
+
+/// `GET /api/v1/openapi.json`: the document, generated once at start.
+fn openapi(settings: &crate::settings::ApiSettings) -> BoxedFilter<(Response,)> {
+    let doc = Bytes::from(crate::openapi::to_json(settings));
     warp::path!("openapi.json")
         .and(warp::get())
-        .map(|| {
-            let mut res = Response::new(include_str!("../../openapi.json").into());
-            res.headers_mut().insert(
-                "content-type",
-                "application/json".parse().expect("valid header"),
-            );
-            res
-        })
+        .map(move || openapi_json(doc.clone()))
         .boxed()
 }
+
+/// Get this OpenAPI document.
+///
+/// Served without a key.
+#[utoipa::path(get, path = "/api/v1/openapi.json", operation_id = "getOpenApi",
+    responses((status = 200, description = "This document (OpenAPI 3.1).", body = Object)))]
+fn openapi_json(doc: Bytes) -> Response {
+    let mut res = Response::new(doc.into());
+    res.headers_mut().insert(
+        "content-type",
+        "application/json".parse().expect("valid header"),
+    );
+    res
+}
+
+/// The OpenAPI part of this module (the document's own route).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(openapi_json))]
+pub struct Api;
 
 /// The shared state, for `.and(with(state))`.
 pub fn with(
@@ -102,14 +130,32 @@ pub fn json_body() -> impl Filter<Extract = (Bytes,), Error = warp::Rejection> +
     warp::body::content_length_limit(MAX_JSON_BYTES).and(warp::body::bytes())
 }
 
-/// Parses a JSON body; an empty body reads as `{}`. Errors are 422 `invalid_request`.
+/// Parses a JSON body; an empty body (or only JSON whitespace) reads as
+/// `{}`. Errors are 422 `invalid_request`.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
+    // JSON's whitespace, not `is_ascii_whitespace` (which has form feed).
+    let blank = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let body = if body.iter().all(blank) {
         b"{}".as_slice()
     } else {
         body
     };
+    // serde also reads a struct from an array (`["name"]`): only objects here.
+    if body.iter().find(|b| !blank(b)) != Some(&b'{') {
+        return Err(ApiError::invalid("the body must be a JSON object"));
+    }
     serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+}
+
+/// For `#[serde(deserialize_with = "object")]`: a field that must be a JSON
+/// object (serde would also read the struct from an array).
+pub fn object<'de, D: serde::Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<T, D::Error> {
+    use serde::Deserialize as _;
+    use serde::de::Error as _;
+    match serde_json::Value::deserialize(d)? {
+        value @ serde_json::Value::Object(_) => T::deserialize(value).map_err(D::Error::custom),
+        _ => Err(D::Error::custom("must be an object")),
+    }
 }
 
 /// A JSON reply with a status.
@@ -128,7 +174,7 @@ pub fn created<T: Serialize>(location: String, value: &T) -> Response {
 }
 
 /// A page of items with the cursor of the next page.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     /// This page's items.
     pub items: Vec<T>,
@@ -137,13 +183,22 @@ pub struct Page<T> {
 }
 
 /// `limit` and `cursor` query parameters of list endpoints.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Page size, 1..=200 (default 50).
+    #[param(minimum = 1, maximum = 200, default = 50)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<uuid::Uuid>,
+}
+
+/// A list that is not paged.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Items<T> {
+    /// Every item.
+    pub items: Vec<T>,
 }
 
 impl PageQuery {

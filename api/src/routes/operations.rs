@@ -1,6 +1,6 @@
 //! `GET /api/v1/workers`, `GET /api/v1/queue` and `GET /metrics`.
 
-use super::{authed, json};
+use super::{Items, authed, json};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -17,12 +17,17 @@ use warp::reply::Response;
 /// A worker counts as live while its heartbeat is younger than this.
 const LIVE_SECONDS: f64 = 30.0;
 
-#[derive(Serialize)]
+/// A live worker, as of its last heartbeat.
+#[derive(Serialize, utoipa::ToSchema)]
 struct Worker {
+    /// `ADE_WORKER_ID`.
     id: String,
     host: String,
+    /// Runs it executes at once.
     concurrency: i32,
+    /// Runs it is executing.
     in_flight: i32,
+    /// Size of its host-local venv cache.
     venv_cache_bytes: i64,
     /// `ADE_ENGINE_SANDBOX` of the worker: `bwrap`, `off` (no isolation), or null if unknown.
     sandbox: Option<String>,
@@ -59,6 +64,16 @@ pub fn metrics_route(state: AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// This module's part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(workers, queue, metrics))]
+pub struct Api;
+
+/// List live workers.
+///
+/// Those whose heartbeat is younger than 30 s, by id.
+#[utoipa::path(get, path = "/api/v1/workers", operation_id = "listWorkers",
+    responses((status = 200, description = "The live workers.", body = Items<Worker>)))]
 async fn workers(state: AppState, who: Result<Principal, ApiError>) -> Result<Response, ApiError> {
     who?.admin()?;
     let rows = state
@@ -83,18 +98,25 @@ async fn workers(state: AppState, who: Result<Principal, ApiError>) -> Result<Re
             sandbox: r.get(7),
         })
         .collect();
-    Ok(json(StatusCode::OK, &serde_json::json!({ "items": items })))
+    Ok(json(StatusCode::OK, &Items { items }))
 }
 
 async fn queue_state(state: &AppState) -> Result<Counts, ApiError> {
     Ok(ade_common::lifecycle::queue::counts(&state.db().await?).await?)
 }
 
+/// Get the queue depth: the autoscaling signal.
+#[utoipa::path(get, path = "/api/v1/queue", operation_id = "getQueue",
+    responses((status = 200, description = "Open runs and builds by state.", body = Counts)))]
 async fn queue(state: AppState, who: Result<Principal, ApiError>) -> Result<Response, ApiError> {
     who?.admin()?;
     Ok(json(StatusCode::OK, &queue_state(&state).await?))
 }
 
+/// Get Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", operation_id = "getMetrics",
+    responses((status = 200, description = "Prometheus text format.",
+        content_type = "text/plain; version=0.0.4", body = String)))]
 async fn metrics(state: AppState, who: Result<Principal, ApiError>) -> Result<Response, ApiError> {
     if !state.settings.metrics_public {
         who?.admin()?;

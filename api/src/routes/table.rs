@@ -147,6 +147,27 @@ pub const ROUTES: &[Route] = &[
     r("DELETE", "/api/v1/keys/{key_id}", Admin, "keys"),
 ];
 
+/// The methods served at a request path, e.g. `["GET", "DELETE"]` for
+/// `/api/v1/runs/<id>` (for the `Allow` header of a 405).
+pub fn allowed_methods(path: &str) -> Vec<&'static str> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let mut methods: Vec<&'static str> = ROUTES
+        .iter()
+        .filter(|route| {
+            let pattern: Vec<&str> = route.path.trim_end_matches('/').split('/').collect();
+            pattern.len() == segments.len()
+                && pattern
+                    .iter()
+                    .zip(&segments)
+                    .all(|(p, s)| p == s || (p.starts_with('{') && !s.is_empty()))
+        })
+        .map(|route| route.method)
+        .collect();
+    methods.sort_unstable();
+    methods.dedup();
+    methods
+}
+
 /// Logs each mounted route group with its routes (the runbook's
 /// router-registration check).
 pub fn log_mounted() {
@@ -164,5 +185,19 @@ pub fn log_mounted() {
             "mounted {}",
             routes.join(", ")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::allowed_methods;
+
+    #[test]
+    fn allowed_methods_match_paths_by_shape() {
+        assert_eq!(allowed_methods("/api/v1/runs/0193a2b4"), ["DELETE", "GET"]);
+        assert_eq!(allowed_methods("/api/v1/workspaces"), ["GET", "POST"]);
+        assert_eq!(allowed_methods("/runs/0193a2b4"), ["GET"]);
+        assert_eq!(allowed_methods("/health/live"), ["GET"]);
+        assert!(allowed_methods("/api/v1/nothing").is_empty());
     }
 }

@@ -1,6 +1,6 @@
 //! `/workspaces`: the tenants that own configurations, documents and runs.
 
-use super::{PageQuery, authed, created, json, json_body, page, parse_json};
+use super::{Page, PageQuery, authed, created, json, json_body, page, parse_json};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -16,9 +16,10 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 /// A workspace as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Workspace {
     id: Uuid,
+    #[schema(schema_with = crate::openapi::schemas::name)]
     name: String,
     #[serde(with = "serde_ts")]
     created_at: OffsetDateTime,
@@ -34,9 +35,12 @@ impl From<&Row> for Workspace {
     }
 }
 
-#[derive(Deserialize)]
+/// A new workspace.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateWorkspace {
+pub(crate) struct CreateWorkspace {
+    /// 1 to 200 printable characters (surrounding spaces are trimmed).
+    #[schema(schema_with = crate::openapi::schemas::name)]
     name: String,
 }
 
@@ -69,6 +73,11 @@ fn into_response(r: Result<Response, ApiError>) -> Response {
     warp::Reply::into_response(r)
 }
 
+/// Create a workspace.
+#[utoipa::path(post, path = "/api/v1/workspaces", operation_id = "createWorkspace",
+    request_body = CreateWorkspace,
+    responses((status = 201, description = "The new workspace.", body = Workspace,
+        headers(("Location" = String, description = "`/api/v1/workspaces/{id}`")))))]
 async fn create(
     state: AppState,
     who: Result<Principal, ApiError>,
@@ -89,7 +98,12 @@ async fn create(
     Ok(created(format!("/api/v1/workspaces/{}", ws.id), &ws))
 }
 
-/// Every workspace for an admin; a workspace key's own only.
+/// List workspaces.
+///
+/// Every workspace for an admin key; a workspace key's own only. Newest first.
+#[utoipa::path(get, path = "/api/v1/workspaces", operation_id = "listWorkspaces",
+    params(PageQuery),
+    responses((status = 200, description = "A page of workspaces.", body = Page<Workspace>)))]
 async fn list(
     state: AppState,
     who: Result<Principal, ApiError>,
@@ -114,6 +128,11 @@ async fn list(
     ))
 }
 
+/// Get a workspace.
+#[utoipa::path(get, path = "/api/v1/workspaces/{workspace_id}", operation_id = "getWorkspace",
+    params(("workspace_id" = Uuid, Path, description = "A workspace id.")),
+    responses((status = 200, description = "The workspace.", body = Workspace)),
+    extensions(("x-problems" = json!({"404": ["workspace_not_found"]}))))]
 async fn get(
     id: Uuid,
     state: AppState,
@@ -138,6 +157,11 @@ pub async fn find(state: &AppState, who: &Principal, id: Uuid) -> Result<Row, Ap
         .await?
         .ok_or(ApiError::NotFound("workspace"))
 }
+
+/// This module's part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create, list, get))]
+pub struct Api;
 
 /// A display name: trimmed, 1..=200 characters, no control characters.
 pub fn checked_name(name: &str) -> Result<String, ApiError> {

@@ -105,6 +105,7 @@ pub async fn is_full(db: &impl GenericClient, max: i64) -> Result<bool, tokio_po
 
 /// How much work waits and runs (the autoscaling signals).
 #[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Counts {
     /// Runs waiting for a worker.
     pub queued_runs: i64,

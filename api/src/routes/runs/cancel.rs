@@ -29,7 +29,16 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-async fn cancel(
+/// Cancel a run.
+///
+/// A queued run is cancelled at once (the reply shows `cancelled`); a
+/// running one gets a cancel request that its worker carries out within
+/// seconds (the reply still shows the old status).
+#[utoipa::path(post, path = "/api/v1/runs/{run_id}/cancel", operation_id = "cancelRun",
+    params(("run_id" = Uuid, Path, description = "A run id.")),
+    responses((status = 202, description = "The run as it is now.", body = RunResource)),
+    extensions(("x-problems" = json!({"404": ["run_not_found"], "409": ["run_already_terminal"]}))))]
+pub(super) async fn cancel(
     id: Uuid,
     state: AppState,
     who: Result<Principal, ApiError>,

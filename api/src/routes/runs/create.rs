@@ -28,24 +28,17 @@ use warp::http::HeaderMap;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-#[derive(Deserialize)]
+/// A run request.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateRun {
+pub(crate) struct CreateRun {
+    /// Answer with the run's live event stream instead of the run.
     #[serde(default)]
     stream: bool,
-    #[serde(default, deserialize_with = "object")]
+    /// What to run; `document_ids` is required.
+    #[serde(default, deserialize_with = "crate::routes::object")]
+    #[schema(required = true)]
     options: RunOptions,
-}
-
-/// `options` must be a JSON object (not `null`, a list or a string).
-fn object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RunOptions, D::Error> {
-    use serde::de::Error as _;
-    match serde_json::Value::deserialize(d)? {
-        value @ serde_json::Value::Object(_) => {
-            RunOptions::deserialize(value).map_err(D::Error::custom)
-        }
-        _ => Err(D::Error::custom("options must be an object")),
-    }
 }
 
 /// Both spellings of the create path.
@@ -63,7 +56,34 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-async fn create(
+/// Create a run.
+///
+/// Queues a run of the configuration's current content over the documents.
+/// With `"stream": true` the reply is the run's live event stream (SSE with
+/// `Accept: text/event-stream`, NDJSON otherwise). An `Idempotency-Key`
+/// makes a retry safe: the same key and body answer 200 with the same run.
+#[utoipa::path(post, path = "/api/v1/configs/{configuration_id}/runs", operation_id = "createRun",
+    params(("configuration_id" = Uuid, Path, description = "A configuration id."),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+            description = "1 to 255 printable ASCII characters; the same key and body give the same run.")),
+    request_body = CreateRun,
+    responses(
+        (status = 201, description = "The queued run.", body = RunResource,
+            headers(("Location" = String, description = "`/api/v1/runs/{id}`"))),
+        (status = 200, description = "The run an earlier request with this `Idempotency-Key` made, \
+            or (`\"stream\": true`) the run's live event stream.", content(
+            (RunResource = "application/json"),
+            (String = "text/event-stream"),
+            (String = "application/x-ndjson"),
+        )),
+    ),
+    extensions(("x-problems" = json!({
+        "404": ["configuration_not_found", "document_not_found"],
+        "409": ["environment_not_ready", "idempotency_key_reused", "conflict"],
+        "422": ["invalid_options", "safe_mode_enabled"],
+        "429": ["run_queue_full"],
+    }))))]
+pub(super) async fn create(
     config_id: Uuid,
     state: AppState,
     who: Result<Principal, ApiError>,

@@ -3,7 +3,7 @@
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::routes::authed;
-use crate::routes::event_pages::{EventsQuery, events};
+use crate::routes::event_pages::{EventsPage, EventsQuery, events};
 use crate::state::AppState;
 use ade_common::events::{Envelope, MAX_PAGE, StreamRef};
 use uuid::Uuid;
@@ -30,7 +30,25 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-async fn page(
+/// Read a run's events.
+///
+/// A page of stored events after `after_sequence`, or with `stream=true`
+/// the live stream: everything after `after_sequence` (or `Last-Event-ID`),
+/// then new events as they happen, ending after `run.completed`.
+#[utoipa::path(get, path = "/api/v1/runs/{run_id}/events", operation_id = "getRunEvents",
+    params(("run_id" = Uuid, Path, description = "A run id."), EventsQuery,
+        ("Last-Event-ID" = Option<String>, Header,
+            description = "With `stream=true` (and no `after_sequence`): resume after this sequence \
+                number (otherwise 422 `invalid_request`). Ignored without `stream=true`.")),
+    responses((status = 200, description = "A page of events (`application/json`), or with `stream=true` \
+            the live stream: SSE (`Accept: text/event-stream`: `id: <sequence>`, `event: <type>`, \
+            `data: <Event>`), or NDJSON (one event per line).", content(
+            (EventsPage = "application/json"),
+            (String = "text/event-stream"),
+            (String = "application/x-ndjson"),
+        ))),
+    extensions(("x-problems" = json!({"404": ["run_not_found"]}))))]
+pub(super) async fn page(
     id: Uuid,
     state: AppState,
     who: Result<Principal, ApiError>,
@@ -41,8 +59,15 @@ async fn page(
     events(state, StreamRef::Run(id), q, &headers).await
 }
 
-/// Streams every event as NDJSON, a page at a time, so a long log never sits in memory.
-async fn logfile(
+/// Download a run's log file.
+///
+/// Every stored event as NDJSON, streamed a page at a time.
+#[utoipa::path(get, path = "/api/v1/runs/{run_id}/logfile", operation_id = "getRunLogfile",
+    params(("run_id" = Uuid, Path, description = "A run id.")),
+    responses((status = 200, description = "One `Event` per line.", content_type = "application/x-ndjson", body = String,
+        headers(("Content-Disposition" = String, description = "`attachment; filename=\"run-<id>-events.ndjson\"`")))),
+    extensions(("x-problems" = json!({"404": ["run_not_found"]}))))]
+pub(super) async fn logfile(
     id: Uuid,
     state: AppState,
     who: Result<Principal, ApiError>,

@@ -6,7 +6,7 @@ pub mod events;
 pub mod outputs;
 pub mod resource;
 
-use super::{PageQuery, authed, json, page};
+use super::{Page, PageQuery, authed, json, page};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -18,6 +18,14 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
+
+/// This module's part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    create::create, get, list, delete, cancel::cancel,
+    events::page, events::logfile, outputs::list, outputs::download,
+), components(responses(outputs::FileDownload)))]
+pub struct Api;
 
 /// Create, get, list, and the per-run sub-resources.
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
@@ -50,6 +58,11 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// Get a run.
+#[utoipa::path(get, path = "/api/v1/runs/{run_id}", operation_id = "getRun",
+    params(("run_id" = Uuid, Path, description = "A run id.")),
+    responses((status = 200, description = "The run.", body = RunResource)),
+    extensions(("x-problems" = json!({"404": ["run_not_found"]}))))]
 async fn get(
     id: Uuid,
     state: AppState,
@@ -58,7 +71,13 @@ async fn get(
     Ok(json(StatusCode::OK, &find(&state, &who?, id).await?))
 }
 
-/// Deletes a terminal run with its events and files (409 while it is open).
+/// Delete a run.
+///
+/// Only an ended run, with its events and files.
+#[utoipa::path(delete, path = "/api/v1/runs/{run_id}", operation_id = "deleteRun",
+    params(("run_id" = Uuid, Path, description = "A run id.")),
+    responses((status = 204, description = "Deleted.")),
+    extensions(("x-problems" = json!({"404": ["run_not_found"], "409": ["run_not_terminal"]}))))]
 async fn delete(
     id: Uuid,
     state: AppState,
@@ -103,15 +122,28 @@ pub async fn find(state: &AppState, who: &Principal, id: Uuid) -> Result<RunReso
     Ok(RunResource::from(&row))
 }
 
-#[derive(Debug, Deserialize)]
+/// Filters and paging of a workspace's runs.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only runs in this state.
+    #[param(value_type = Option<RunStatus>)]
     status: Option<String>,
+    /// Only runs of this configuration.
     configuration_id: Option<Uuid>,
+    /// Page size, 1..=200 (default 50).
+    #[param(minimum = 1, maximum = 200, default = 50)]
     limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<Uuid>,
 }
 
+/// List a workspace's runs, newest first.
+#[utoipa::path(get, path = "/api/v1/workspaces/{workspace_id}/runs", operation_id = "listRuns",
+    params(("workspace_id" = Uuid, Path, description = "A workspace id."), ListQuery),
+    responses((status = 200, description = "A page of runs.", body = Page<RunResource>)),
+    extensions(("x-problems" = json!({"404": ["workspace_not_found"]}))))]
 async fn list(
     ws: Uuid,
     state: AppState,

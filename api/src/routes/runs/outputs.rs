@@ -19,16 +19,48 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-#[derive(Serialize)]
+/// An output file and where to download it.
+#[derive(Serialize, utoipa::ToSchema)]
 struct Listed {
     #[serde(flatten)]
     file: OutputFile,
+    /// `/api/v1/runs/{run_id}/outputs/{name}`, the name percent-encoded.
     download_url: String,
 }
 
-#[derive(Serialize)]
+/// A run's outputs, sorted by name; empty until it completes with some.
+#[derive(Serialize, utoipa::ToSchema)]
 struct Outputs {
     files: Vec<Listed>,
+}
+
+/// A stored file served as an attachment: a document's bytes or an output.
+pub struct FileDownload;
+
+impl<'s> utoipa::ToResponse<'s> for FileDownload {
+    fn response() -> (&'s str, utoipa::openapi::RefOr<utoipa::openapi::response::Response>) {
+        use ade_common::storage::{CONTENT_TYPES, DEFAULT_CONTENT_TYPE};
+        use utoipa::openapi::{ContentBuilder, HeaderBuilder, ResponseBuilder};
+        let binary = crate::openapi::schemas::binary();
+        let mut response = ResponseBuilder::new().description(
+            "The file, as an attachment, with a content type from a fixed table of extensions.",
+        );
+        let types = CONTENT_TYPES.iter().map(|(_, t)| *t).chain([DEFAULT_CONTENT_TYPE]);
+        for content_type in types {
+            response = response.content(content_type, ContentBuilder::new().schema(Some(binary.clone())).build());
+        }
+        let header = |description: &str| {
+            HeaderBuilder::new()
+                .schema(Some(crate::openapi::schemas::from(serde_json::json!({"type": "string"}))))
+                .description(Some(description))
+                .build()
+        };
+        let response = response
+            .header("Content-Disposition", header("`attachment; filename=\"…\"; filename*=UTF-8''…`"))
+            .header("X-Content-Type-Options", header("`nosniff`"))
+            .build();
+        ("FileDownload", response.into())
+    }
 }
 
 /// List and download.
@@ -68,7 +100,12 @@ async fn recorded(
     Ok((row.get(0), files))
 }
 
-async fn list(
+/// List a run's outputs.
+#[utoipa::path(get, path = "/api/v1/runs/{run_id}/outputs", operation_id = "listRunOutputs",
+    params(("run_id" = Uuid, Path, description = "A run id.")),
+    responses((status = 200, description = "The run's output files.", body = Outputs)),
+    extensions(("x-problems" = json!({"404": ["run_not_found"]}))))]
+pub(super) async fn list(
     id: Uuid,
     state: AppState,
     who: Result<Principal, ApiError>,
@@ -84,7 +121,13 @@ async fn list(
     Ok(json(StatusCode::OK, &Outputs { files }))
 }
 
-async fn download(
+/// Download one output file.
+#[utoipa::path(get, path = "/api/v1/runs/{run_id}/outputs/{name}", operation_id = "downloadRunOutput",
+    params(("run_id" = Uuid, Path, description = "A run id."),
+        ("name" = String, Path, description = "An output name, percent-encoded as in `download_url`.")),
+    responses((status = 200, response = FileDownload)),
+    extensions(("x-problems" = json!({"404": ["run_not_found", "output_not_found", "file_not_found"]}))))]
+pub(super) async fn download(
     id: Uuid,
     name: String,
     state: AppState,

@@ -12,15 +12,20 @@ pub const COLUMNS: &str = "id, workspace_id, configuration_id, build_id, status,
      exit_code, failure, created_at, started_at, completed_at, worker_id";
 
 /// A run, with links to its events, log file and outputs.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RunResource {
     id: Uuid,
     workspace_id: Uuid,
     configuration_id: Uuid,
     build_id: Option<Uuid>,
+    #[schema(value_type = ade_common::status::RunStatus)]
     status: String,
+    /// From 1; a run whose worker was lost is retried with the next attempt.
+    #[schema(minimum = 1)]
     attempt: i32,
     options: RunOptions,
+    /// 0 success, 1 engine failure, 2 environment precondition, 124 timeout;
+    /// `null` before the end, when cancelled, or for `worker_lost`.
     exit_code: Option<i32>,
     failure: Option<Failure>,
     #[serde(with = "serde_ts")]
@@ -31,10 +36,12 @@ pub struct RunResource {
     completed_at: Option<OffsetDateTime>,
     duration_ms: Option<i64>,
     worker_id: Option<String>,
+    #[schema(inline)]
     links: Links,
 }
 
-#[derive(Debug, Serialize)]
+/// URLs of the run and its sub-resources.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Links {
     #[serde(rename = "self")]
     this: String,
