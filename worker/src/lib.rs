@@ -176,7 +176,18 @@ impl Worker {
                 .map(|limits| Arc::new(pool::Pool::new(limits, root.join(".pool")))),
             max_attempts: settings.common.max_attempts,
         };
-        tracing::info!(worker.id = %ctx.claimant.worker_id, incarnation = %ctx.claimant.incarnation, engine = %ctx.identity.engine_version, python = %ctx.identity.python_version, "worker ready");
+        tracing::info!(
+            worker.id = %ctx.claimant.worker_id,
+            incarnation = %ctx.claimant.incarnation,
+            engine = %ctx.identity.engine_version,
+            python = %ctx.identity.python_version,
+            sandbox = ?settings.engine_sandbox,
+            engine_pool = ?settings.engine_pool,
+            concurrency = settings.concurrency(),
+            amqp_prefix = %settings.common.amqp_prefix,
+            database = %ade_common::db::redacted(&settings.common.database_url),
+            "worker ready"
+        );
         Ok(Self { ctx, settings })
     }
 
