@@ -59,16 +59,88 @@ pub async fn migrate(url: &str) -> anyhow::Result<()> {
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await
         .context("taking the migration lock")?;
-    let report = migrations::runner().run_async(&mut client).await;
+    let result = apply(&mut client).await;
     // The lock is released with the session too; unlocking keeps it short.
     let _ = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
         .await;
-    let report = report.context("applying migrations")?;
+    result
+}
+
+async fn apply(client: &mut tokio_postgres::Client) -> anyhow::Result<()> {
+    let runner = migrations::runner();
+    if let Some(ahead) = schema_ahead(client, &runner).await? {
+        tracing::warn!(
+            newest_applied = ahead.newest_applied,
+            newest_known = ahead.newest_known,
+            "the schema is newer than this binary (a rollback?): every migration it knows \
+             is applied, so it runs on the newer schema without migrating"
+        );
+        return Ok(());
+    }
+    let report = runner
+        .run_async(client)
+        .await
+        .context("applying migrations")?;
     for m in report.applied_migrations() {
         tracing::info!(migration = %m, "applied migration");
     }
     Ok(())
+}
+
+/// A schema migrated by a newer release than this binary.
+#[derive(Debug)]
+struct SchemaAhead {
+    newest_applied: i32,
+    newest_known: i32,
+}
+
+/// Detects a rollback: every migration this binary embeds is applied and the
+/// only others are newer ones. Migrations are additive (a new release adds
+/// tables, columns with defaults and indexes; it never drops or renames what
+/// the previous release uses), so the previous binary runs on that schema.
+/// refinery itself would refuse ("missing" migrations), which would make a
+/// rollback after a migration impossible. Anything else, such as an
+/// unapplied older migration or gaps, is left for refinery to judge.
+async fn schema_ahead(
+    client: &mut tokio_postgres::Client,
+    runner: &refinery::Runner,
+) -> anyhow::Result<Option<SchemaAhead>> {
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let applied: Vec<i32> = client
+        .query("SELECT version FROM refinery_schema_history", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let known: Vec<i32> = runner
+        .get_migrations()
+        .iter()
+        .map(|m| m.version())
+        .collect();
+    let newest_known = known.iter().copied().max().unwrap_or(0);
+    let newest_applied = applied.iter().copied().max().unwrap_or(0);
+    let all_known_applied = known.iter().all(|v| applied.contains(v));
+    let unknown_are_newer = applied
+        .iter()
+        .all(|v| known.contains(v) || *v > newest_known);
+    Ok(
+        (newest_applied > newest_known && all_known_applied && unknown_are_newer).then_some(
+            SchemaAhead {
+                newest_applied,
+                newest_known,
+            },
+        ),
+    )
 }
 
 /// Creates the database named in `url` if it does not exist yet.

@@ -17,6 +17,7 @@ mod engine;
 mod fencing;
 mod lifecycle;
 mod limits;
+mod migrations;
 mod openapi;
 mod pages;
 mod pool;
