@@ -5,6 +5,7 @@
 //! operating system). Only its SHA-256 is stored, with its first characters
 //! for people to recognize it in listings; the key itself is shown once.
 
+use ade_common::db::Cached as _;
 use ade_common::time_fmt::serde_ts;
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
@@ -77,7 +78,7 @@ pub async fn create(db: &impl GenericClient, scope: Scope, name: &str) -> anyhow
         Scope::Workspace(ws) => (Some(ws), false),
     };
     let row = db
-        .query_one(
+        .cached_query_one(
             &format!(
                 "INSERT INTO api_keys (id, hash, prefix, workspace_id, admin, name)
                  VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
@@ -104,7 +105,7 @@ pub async fn list(
     workspace: Option<Uuid>,
 ) -> Result<Vec<KeyRecord>, tokio_postgres::Error> {
     let rows = db
-        .query(
+        .cached_query(
             &format!(
                 "SELECT {COLUMNS} FROM api_keys WHERE $1::uuid IS NULL OR workspace_id = $1
                  ORDER BY id DESC"
@@ -121,7 +122,7 @@ pub async fn revoke(
     id: Uuid,
 ) -> Result<Option<KeyRecord>, tokio_postgres::Error> {
     let row = db
-        .query_opt(
+        .cached_query_opt(
             &format!(
                 "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1
                  RETURNING {COLUMNS}"
@@ -138,7 +139,7 @@ pub async fn find(
     hash: &[u8; 32],
 ) -> Result<Option<(Uuid, Scope)>, tokio_postgres::Error> {
     let row = db
-        .query_opt(
+        .cached_query_opt(
             "SELECT id, workspace_id FROM api_keys WHERE hash = $1 AND revoked_at IS NULL",
             &[&hash.as_slice()],
         )
@@ -148,7 +149,7 @@ pub async fn find(
 
 /// Records that keys were used.
 pub async fn touch(db: &impl GenericClient, ids: &[Uuid]) -> Result<(), tokio_postgres::Error> {
-    db.execute(
+    db.cached_execute(
         "UPDATE api_keys SET last_used_at = now() WHERE id = ANY($1)",
         &[&ids],
     )
@@ -192,7 +193,7 @@ pub async fn cli(
             let scope = match (admin, workspace) {
                 (true, _) => Scope::Admin,
                 (false, Some(ws)) => {
-                    db.query_opt("SELECT 1 FROM workspaces WHERE id = $1", &[&ws])
+                    db.cached_query_opt("SELECT 1 FROM workspaces WHERE id = $1", &[&ws])
                         .await?
                         .with_context(|| format!("no workspace {ws}"))?;
                     Scope::Workspace(ws)

@@ -5,9 +5,12 @@
 //! instances starting at once could both try to apply the same migration.
 
 use anyhow::Context as _;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::future::BoxFuture;
 use std::time::Duration;
 use tokio_postgres::NoTls;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 refinery::embed_migrations!("../migrations");
 
@@ -266,3 +269,54 @@ where
         }
     }
 }
+
+/// Statements through each connection's prepared-statement cache: after a
+/// connection's first use of a statement, a query is one round trip
+/// (bind + execute) instead of two (parse + describe, then bind + execute),
+/// and PostgreSQL no longer parses it again. Keyed by the SQL text, so
+/// statements built with `format!` are cached per variant.
+pub trait Cached: GenericClient {
+    /// [`GenericClient::query`] through the cache.
+    fn cached_query<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> BoxFuture<'a, Result<Vec<Row>, tokio_postgres::Error>> {
+        Box::pin(async move { self.query(&self.prepare_cached(sql).await?, params).await })
+    }
+
+    /// [`GenericClient::query_one`] through the cache.
+    fn cached_query_one<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> BoxFuture<'a, Result<Row, tokio_postgres::Error>> {
+        Box::pin(async move {
+            self.query_one(&self.prepare_cached(sql).await?, params)
+                .await
+        })
+    }
+
+    /// [`GenericClient::query_opt`] through the cache.
+    fn cached_query_opt<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> BoxFuture<'a, Result<Option<Row>, tokio_postgres::Error>> {
+        Box::pin(async move {
+            self.query_opt(&self.prepare_cached(sql).await?, params)
+                .await
+        })
+    }
+
+    /// [`GenericClient::execute`] through the cache.
+    fn cached_execute<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> BoxFuture<'a, Result<u64, tokio_postgres::Error>> {
+        Box::pin(async move { self.execute(&self.prepare_cached(sql).await?, params).await })
+    }
+}
+
+impl<T: GenericClient> Cached for T {}

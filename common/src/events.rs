@@ -9,6 +9,7 @@
 //! stored (a retry after an ambiguous COMMIT). Events are published only
 //! after the statement (or its transaction) commits.
 
+use crate::db::Cached as _;
 use crate::lifecycle::fence::Fence;
 use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
@@ -289,10 +290,10 @@ pub async fn append(
     let id = origin.stream.id();
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&id, &ids, &bodies];
     params.extend(fence_params);
-    let rows = db.query(sql.as_str(), &params).await?;
+    let rows = db.cached_query(sql.as_str(), &params).await?;
     let Some(first) = rows.iter().map(|r| r.get::<_, i64>(0)).min() else {
         let sql = format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE event_uuid = $1)");
-        let stored: bool = db.query_one(sql.as_str(), &[&ids[0]]).await?.get(0);
+        let stored: bool = db.cached_query_one(sql.as_str(), &[&ids[0]]).await?.get(0);
         return Ok(if stored {
             Appended::AlreadyStored
         } else {
@@ -317,7 +318,7 @@ pub async fn page(
         "SELECT event FROM {table} WHERE {key} = $1 AND sequence > $2 ORDER BY sequence LIMIT $3"
     );
     let rows = db
-        .query(sql.as_str(), &[&stream.id(), &after_sequence, &limit])
+        .cached_query(sql.as_str(), &[&stream.id(), &after_sequence, &limit])
         .await?;
     Ok(rows.iter().map(|r| decode(r.get(0))).collect())
 }
@@ -330,7 +331,7 @@ pub async fn end_sequence(
     let (_, table, key) = stream.tables();
     let sql = format!("SELECT sequence FROM {table} WHERE {key} = $1 AND event->>'type' = $2");
     let row = db
-        .query_opt(sql.as_str(), &[&stream.id(), &stream.end_kind().as_str()])
+        .cached_query_opt(sql.as_str(), &[&stream.id(), &stream.end_kind().as_str()])
         .await?;
     Ok(row.map(|r| r.get(0)))
 }

@@ -19,6 +19,7 @@ use crate::Context;
 use crate::builder::{self, Sinks};
 use crate::events::EventSink;
 use crate::venv::{BuildError, Marker, Ready};
+use ade_common::db::Cached as _;
 use ade_common::db::retry_transient;
 use ade_common::events::{EventKind, NewEvent, StreamRef};
 use ade_common::lifecycle::builds::{self as lifecycle_builds, Reason, Resolved, Target, resolve};
@@ -268,7 +269,7 @@ async fn rebind(ctx: &Context, claim: &Claim) -> anyhow::Result<Resolved> {
     let mut db = ctx.pool.get().await?;
     let tx = db.transaction().await?;
     let digest: String = tx
-        .query_one(
+        .cached_query_one(
             "SELECT content_digest FROM configurations WHERE id = $1",
             &[&claim.configuration_id],
         )
@@ -292,7 +293,7 @@ async fn rebind(ctx: &Context, claim: &Claim) -> anyhow::Result<Resolved> {
 pub async fn load(ctx: &Context, build_id: Uuid) -> anyhow::Result<(BuildRow, Option<Vec<u8>>)> {
     let db = ctx.pool.get().await?;
     let row = db
-        .query_one(
+        .cached_query_one(
             "SELECT b.status, b.error_message, b.workspace_id, b.configuration_id, b.fingerprint, b.config_digest,
                     b.engine_version, b.python_version, b.packages,
                     CASE WHEN c.content_digest = b.config_digest THEN c.package END

@@ -15,6 +15,7 @@ use crate::builds::Unready;
 use crate::events::EventSink;
 use crate::process::{self, Channel, Guard, ProcessError};
 use crate::venv::Ready;
+use ade_common::db::Cached as _;
 use ade_common::db::retry_transient;
 use ade_common::events::{EventKind, NewEvent, Source};
 use ade_common::lifecycle::{Claim, Completion};
@@ -89,7 +90,7 @@ async fn stage_inputs(ctx: &Context, claim: &Claim) -> anyhow::Result<Vec<Input>
     let mut inputs = Vec::new();
     for id in &claim.options.document_ids {
         let row = db
-            .query_opt(
+            .cached_query_opt(
                 "SELECT name FROM documents WHERE id = $1 AND workspace_id = $2",
                 &[id, &claim.workspace_id],
             )

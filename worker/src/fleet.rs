@@ -6,6 +6,7 @@
 //! also runs the reaper; `SKIP LOCKED` lets them all do so at once.
 
 use crate::Context;
+use ade_common::db::Cached as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -37,7 +38,7 @@ pub async fn heartbeat_loop(
     }
     if let Ok(db) = ctx.pool.get().await {
         let _ = db
-            .execute(
+            .cached_execute(
                 "DELETE FROM workers WHERE id = $1 AND incarnation = $2",
                 &[&ctx.claimant.worker_id, &ctx.claimant.incarnation],
             )
@@ -47,7 +48,7 @@ pub async fn heartbeat_loop(
 
 async fn beat(ctx: &Context, cache_bytes: u64) -> anyhow::Result<()> {
     let db = ctx.pool.get().await?;
-    db.execute(
+    db.cached_execute(
         "INSERT INTO workers (id, incarnation, host, concurrency, in_flight, venv_cache_bytes, sandbox)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (id) DO UPDATE SET incarnation = $2, host = $3, concurrency = $4, in_flight = $5,

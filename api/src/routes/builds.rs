@@ -10,6 +10,7 @@ use crate::error::ApiError;
 use crate::routes::event_pages::{self, EventsPage, EventsQuery};
 use crate::routes::streams::{Format, follow};
 use crate::state::AppState;
+use ade_common::db::Cached as _;
 use ade_common::events::StreamRef;
 use ade_common::lifecycle::builds::{Reason, Resolved, Target, resolve};
 use ade_common::lifecycle::queue::Job;
@@ -179,7 +180,7 @@ async fn create(
     let mut db = state.db().await?;
     let tx = db.transaction().await?;
     let row = tx
-        .query_opt(
+        .cached_query_opt(
             "SELECT content_digest FROM configurations WHERE workspace_id = $1 AND id = $2",
             &[&ws, &config],
         )
@@ -243,7 +244,7 @@ pub async fn find(state: &AppState, who: &Principal, id: Uuid) -> Result<BuildRe
     let row = state
         .db()
         .await?
-        .query_opt(
+        .cached_query_opt(
             &format!(
                 "SELECT {COLUMNS} FROM builds WHERE id = $1 AND ($2::uuid IS NULL OR workspace_id = $2)"
             ),

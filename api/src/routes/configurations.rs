@@ -7,6 +7,7 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::package::{self, CanonicalPackage, MAX_ARCHIVE_BYTES, PackageError};
 use crate::state::AppState;
+use ade_common::db::Cached as _;
 use ade_common::time_fmt::serde_ts;
 use bytes::Bytes;
 use futures_util::TryStreamExt as _;
@@ -191,7 +192,7 @@ async fn create(
     let row = state
         .db()
         .await?
-        .query_one(
+        .cached_query_one(
             &format!(
                 "INSERT INTO configurations (id, workspace_id, name, content_digest, package)
                  VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
@@ -234,7 +235,7 @@ async fn replace(
     let row = state
         .db()
         .await?
-        .query_opt(
+        .cached_query_opt(
             &format!(
                 "UPDATE configurations SET content_digest = $3, package = $4, updated_at = now()
                  WHERE workspace_id = $1 AND id = $2 RETURNING {COLUMNS}"
@@ -269,7 +270,7 @@ async fn list(
     let rows = state
         .db()
         .await?
-        .query(
+        .cached_query(
             &format!(
                 "SELECT {COLUMNS} FROM configurations WHERE workspace_id = $1 AND id < $2
                  ORDER BY id DESC LIMIT $3"
@@ -311,7 +312,7 @@ async fn find(state: &AppState, who: &Principal, ws: Uuid, id: Uuid) -> Result<R
     state
         .db()
         .await?
-        .query_opt(
+        .cached_query_opt(
             &format!("SELECT {COLUMNS} FROM configurations WHERE workspace_id = $1 AND id = $2"),
             &[&ws, &id],
         )

@@ -9,6 +9,7 @@ use super::{Page, PageQuery, authed, created, json, page};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
+use ade_common::db::Cached as _;
 use ade_common::time_fmt::serde_ts;
 use futures_util::TryStreamExt as _;
 use serde::Serialize;
@@ -156,7 +157,7 @@ async fn upload(
     let row = state
         .db()
         .await?
-        .query_one(
+        .cached_query_one(
             &format!(
                 "INSERT INTO documents (id, workspace_id, name, content_type, byte_size, sha256)
                  VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
@@ -193,7 +194,7 @@ async fn list(
     let rows = state
         .db()
         .await?
-        .query(
+        .cached_query(
             &format!(
                 "SELECT {COLUMNS} FROM documents WHERE workspace_id = $1 AND id < $2
                  ORDER BY id DESC LIMIT $3"
@@ -242,7 +243,7 @@ async fn delete(
     let mut db = state.db().await?;
     let tx = db.transaction().await?;
     // Locked: a run being created with it waits (it reads the row FOR SHARE).
-    tx.query_opt(
+    tx.cached_query_opt(
         "SELECT 1 FROM documents WHERE workspace_id = $1 AND id = $2 FOR UPDATE",
         &[&ws, &id],
     )
@@ -255,7 +256,7 @@ async fn delete(
                 .into(),
         });
     }
-    tx.execute("DELETE FROM documents WHERE id = $1", &[&id])
+    tx.cached_execute("DELETE FROM documents WHERE id = $1", &[&id])
         .await?;
     tx.commit().await?;
     match tokio::fs::remove_file(state.data_dir.document(ws, id)).await {
@@ -297,7 +298,7 @@ async fn find(state: &AppState, who: &Principal, ws: Uuid, id: Uuid) -> Result<R
     state
         .db()
         .await?
-        .query_opt(
+        .cached_query_opt(
             &format!("SELECT {COLUMNS} FROM documents WHERE workspace_id = $1 AND id = $2"),
             &[&ws, &id],
         )

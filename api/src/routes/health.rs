@@ -2,6 +2,7 @@
 
 use super::{json, with};
 use crate::state::AppState;
+use ade_common::db::Cached as _;
 use serde::Serialize;
 use std::time::Duration;
 use warp::Filter;
@@ -72,7 +73,7 @@ fn live() -> Response {
 async fn ready(state: AppState) -> Response {
     let database = tokio::time::timeout(Duration::from_secs(2), async {
         let db = state.pool.get().await.ok()?;
-        db.query_one("SELECT 1", &[]).await.ok()
+        db.cached_query_one("SELECT 1", &[]).await.ok()
     })
     .await
     .ok()

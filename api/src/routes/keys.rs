@@ -5,6 +5,7 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::keys::{self, KeyRecord, NewKey, Scope};
 use crate::state::AppState;
+use ade_common::db::Cached as _;
 use bytes::Bytes;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -121,7 +122,7 @@ async fn create(
     let db = state.db().await?;
     if let Scope::Workspace(ws) = scope
         && db
-            .query_opt("SELECT 1 FROM workspaces WHERE id = $1", &[&ws])
+            .cached_query_opt("SELECT 1 FROM workspaces WHERE id = $1", &[&ws])
             .await?
             .is_none()
     {

@@ -4,6 +4,7 @@ use super::{Items, authed, json};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
+use ade_common::db::Cached as _;
 use ade_common::lifecycle::queue::Counts;
 use ade_common::time_fmt::serde_ts;
 use serde::Serialize;
@@ -79,7 +80,7 @@ async fn workers(state: AppState, who: Result<Principal, ApiError>) -> Result<Re
     let rows = state
         .db()
         .await?
-        .query(
+        .cached_query(
             "SELECT id, host, concurrency, in_flight, venv_cache_bytes, started_at, heartbeat_at, sandbox FROM workers
              WHERE heartbeat_at > now() - make_interval(secs => $1) ORDER BY id",
             &[&LIVE_SECONDS],
@@ -125,7 +126,7 @@ async fn metrics(state: AppState, who: Result<Principal, ApiError>) -> Result<Re
     let live: i64 = state
         .db()
         .await?
-        .query_one(
+        .cached_query_one(
             "SELECT count(*) FROM workers WHERE heartbeat_at > now() - make_interval(secs => $1)",
             &[&LIVE_SECONDS],
         )

@@ -4,6 +4,7 @@ use super::{Page, PageQuery, authed, created, json, json_body, page, parse_json}
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
+use ade_common::db::Cached as _;
 use ade_common::time_fmt::serde_ts;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -89,7 +90,7 @@ async fn create(
     let row = state
         .db()
         .await?
-        .query_one(
+        .cached_query_one(
             "INSERT INTO workspaces (id, name) VALUES ($1, $2) RETURNING id, name, created_at",
             &[&ade_common::ids::new_id(), &name],
         )
@@ -115,7 +116,7 @@ async fn list(
     let rows = state
         .db()
         .await?
-        .query(
+        .cached_query(
             "SELECT id, name, created_at FROM workspaces
              WHERE id < $1 AND ($3::uuid IS NULL OR id = $3) ORDER BY id DESC LIMIT $2",
             &[&cursor, &(limit + 1), &who.workspace()],
@@ -150,7 +151,7 @@ pub async fn find(state: &AppState, who: &Principal, id: Uuid) -> Result<Row, Ap
     state
         .db()
         .await?
-        .query_opt(
+        .cached_query_opt(
             "SELECT id, name, created_at FROM workspaces WHERE id = $1",
             &[&id],
         )

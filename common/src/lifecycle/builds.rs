@@ -10,6 +10,7 @@
 //! (a step that failed, the build timeout) marks it `failed`.
 
 use super::fence::{Claimant, Fence};
+use crate::db::Cached as _;
 use crate::events::{Envelope, EventKind, NewEvent, Origin, Source, StreamRef, append};
 use crate::identity::Identity;
 use crate::status::BuildStatus;
@@ -107,7 +108,7 @@ pub async fn resolve(
     }
     let id = crate::ids::new_id();
     let inserted = db
-        .query_opt(
+        .cached_query_opt(
             "INSERT INTO builds (id, workspace_id, configuration_id, status, reason, fingerprint,
                                  config_digest, engine_version, python_version)
              VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8)
@@ -142,7 +143,7 @@ async fn newest(
     fingerprint: &str,
 ) -> Result<Option<Resolved>, tokio_postgres::Error> {
     let row = db
-        .query_opt(
+        .cached_query_opt(
             "SELECT id, status, coalesce(error_message, '') FROM builds
              WHERE configuration_id = $1 AND fingerprint = $2 AND status <> 'cancelled'
              ORDER BY CASE status WHEN 'ready' THEN 0 WHEN 'failed' THEN 2 ELSE 1 END, created_at DESC
@@ -169,7 +170,7 @@ pub async fn claim(
     claimant: &Claimant,
 ) -> Result<bool, tokio_postgres::Error> {
     let n = db
-        .execute(
+        .cached_execute(
             "UPDATE builds SET status = 'building', builder_id = $2, builder_incarnation = $3,
                                started_at = now()
              WHERE id = $1 AND status = 'queued'",
@@ -187,7 +188,7 @@ pub async fn release(
     incarnation: Uuid,
 ) -> Result<bool, tokio_postgres::Error> {
     let n = db
-        .execute(
+        .cached_execute(
             "UPDATE builds SET status = 'queued', builder_id = NULL, builder_incarnation = NULL,
                                started_at = NULL, dispatched_at = NULL, dispatch_epoch = dispatch_epoch + 1
              WHERE id = $1 AND builder_incarnation = $2 AND status = 'building'",
@@ -234,7 +235,7 @@ pub async fn finish(
         }
     };
     let n = tx
-        .execute(
+        .cached_execute(
             "UPDATE builds SET status = $3, packages = $4, error_message = $5,
                                exit_code = CASE WHEN $3 = 'ready' THEN 0 ELSE 1 END, completed_at = now()
              WHERE id = $1 AND builder_incarnation = $2 AND status = 'building'",
@@ -264,7 +265,7 @@ pub fn completed_payload(verdict: &Verdict, duration_ms: u64) -> Value {
 }
 
 async fn activate(tx: &Transaction<'_>, build_id: Uuid) -> Result<(), tokio_postgres::Error> {
-    tx.execute(
+    tx.cached_execute(
         "UPDATE configurations c SET active_build_id = b.id
          FROM builds b WHERE b.id = $1 AND c.id = b.configuration_id AND c.content_digest = b.config_digest",
         &[&build_id],
@@ -279,7 +280,7 @@ pub async fn status(
     build_id: Uuid,
 ) -> Result<Option<(BuildStatus, Option<String>)>, tokio_postgres::Error> {
     let row = db
-        .query_opt(
+        .cached_query_opt(
             "SELECT status, error_message FROM builds WHERE id = $1",
             &[&build_id],
         )

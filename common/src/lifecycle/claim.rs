@@ -8,6 +8,7 @@
 
 use super::fence::{Claimant, Fence};
 use super::runs::{Completion, end_unclaimed};
+use crate::db::Cached as _;
 use crate::events::{Envelope, Origin, Source, StreamRef};
 use crate::runs::RunOptions;
 use crate::status::RunStatus;
@@ -75,7 +76,7 @@ pub async fn claim(
     lease: Duration,
 ) -> Result<Claimed, tokio_postgres::Error> {
     let row = db
-        .query_opt(
+        .cached_query_opt(
             "UPDATE runs SET worker_id = $2, worker_incarnation = $3, started_at = now(),
                  lease_expires_at = now() + make_interval(secs => $4),
                  status = CASE WHEN (SELECT status FROM builds b WHERE b.id = runs.build_id) = 'ready'
@@ -138,7 +139,7 @@ async fn set_claimed_status(
         RunStatus::Running | RunStatus::WaitingForBuild
     ));
     let n = db
-        .execute(
+        .cached_execute(
             "UPDATE runs SET status = $2 WHERE id = $1 AND worker_incarnation = $3 AND attempt = $4
                AND status IN ('running', 'waiting_for_build')",
             &[
@@ -160,7 +161,7 @@ pub async fn rebind_build(
     build_id: Uuid,
 ) -> Result<bool, tokio_postgres::Error> {
     let n = db
-        .execute(
+        .cached_execute(
             "UPDATE runs SET build_id = $2 WHERE id = $1 AND worker_incarnation = $3 AND attempt = $4
                AND status IN ('running', 'waiting_for_build')",
             &[&claim.run_id, &build_id, &claim.incarnation, &claim.attempt],

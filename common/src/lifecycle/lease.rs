@@ -7,6 +7,7 @@
 //! same shape notices cancels without locking the run rows that event
 //! writers update.
 
+use crate::db::Cached as _;
 use deadpool_postgres::GenericClient;
 use std::time::Duration;
 use uuid::Uuid;
@@ -31,7 +32,7 @@ pub async fn renew(
 ) -> Result<Vec<Held>, tokio_postgres::Error> {
     let (ids, attempts): (Vec<Uuid>, Vec<i32>) = runs.iter().copied().unzip();
     let rows = db
-        .query(
+        .cached_query(
             "UPDATE runs SET lease_expires_at = now() + make_interval(secs => $4)
              WHERE worker_incarnation = $1 AND status IN ('running', 'waiting_for_build')
                AND (id, attempt) IN (SELECT * FROM UNNEST($2::uuid[], $3::int[]))
@@ -48,7 +49,7 @@ pub async fn poll(
     incarnation: Uuid,
 ) -> Result<Vec<Held>, tokio_postgres::Error> {
     let rows = db
-        .query(
+        .cached_query(
             "SELECT id, attempt, cancel_requested_at IS NOT NULL FROM runs
              WHERE worker_incarnation = $1 AND status IN ('running', 'waiting_for_build')",
             &[&incarnation],

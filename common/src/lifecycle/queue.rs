@@ -6,6 +6,7 @@
 //! crash between commit and publish, a hand-back) is offered again by the
 //! redispatcher after a grace period.
 
+use crate::db::Cached as _;
 use crate::events::StreamRef;
 use deadpool_postgres::GenericClient;
 use std::time::Duration;
@@ -34,7 +35,7 @@ pub async fn undispatched(
     grace: Duration,
 ) -> Result<Vec<Job>, tokio_postgres::Error> {
     let rows = db
-        .query(
+        .cached_query(
             "(SELECT true, id, dispatch_epoch, created_at FROM builds
                WHERE status = 'queued' AND dispatched_at IS NULL AND reason = 'on_demand'
                  AND created_at < now() - make_interval(secs => $1)
@@ -84,7 +85,7 @@ pub async fn mark_dispatched(
              FROM UNNEST($1::uuid[], $2::int[]) AS j(id, epoch)
              WHERE t.id = j.id AND t.dispatch_epoch = j.epoch AND t.status = 'queued'"
         );
-        db.execute(sql.as_str(), &[&ids, &epochs]).await?;
+        db.cached_execute(sql.as_str(), &[&ids, &epochs]).await?;
     }
     Ok(())
 }
@@ -94,7 +95,7 @@ pub async fn mark_dispatched(
 /// is short, which is when it is asked most.
 pub async fn is_full(db: &impl GenericClient, max: i64) -> Result<bool, tokio_postgres::Error> {
     let row = db
-        .query_one(
+        .cached_query_one(
             "SELECT count(*) >= $1 FROM (SELECT 1 FROM runs
                WHERE status IN ('queued', 'waiting_for_build') LIMIT $1) waiting",
             &[&max],
@@ -124,7 +125,7 @@ pub struct Counts {
 /// Counts the open runs and builds.
 pub async fn counts(db: &impl GenericClient) -> Result<Counts, tokio_postgres::Error> {
     let row = db
-        .query_one(
+        .cached_query_one(
             "SELECT
                (SELECT count(*) FROM runs WHERE status = 'queued'),
                (SELECT count(*) FROM runs WHERE status = 'waiting_for_build'),
@@ -151,7 +152,7 @@ pub async fn document_in_use(
     document_id: Uuid,
 ) -> Result<bool, tokio_postgres::Error> {
     let row = db
-        .query_one(
+        .cached_query_one(
             "SELECT EXISTS (SELECT 1 FROM runs
                WHERE status IN ('queued', 'waiting_for_build', 'running')
                  AND options->'document_ids' ? $1)",

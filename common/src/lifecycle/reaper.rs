@@ -12,6 +12,7 @@
 use super::fence::Fence;
 use super::queue::Job;
 use super::runs::{Completion, end_unclaimed};
+use crate::db::Cached as _;
 use crate::events::{Envelope, EventKind, NewEvent, Origin, Source, StreamRef, append};
 use crate::runs::Failure;
 use deadpool_postgres::{Pool, Transaction};
@@ -39,7 +40,7 @@ pub async fn reap(pool: &Pool, max_attempts: u32) -> anyhow::Result<Reaped> {
     let mut db = pool.get().await?;
     let tx = db.transaction().await?;
     let rows = tx
-        .query(
+        .cached_query(
             "SELECT id, attempt, coalesce(worker_id, ''), cancel_requested_at IS NOT NULL,
                     workspace_id, configuration_id, build_id, worker_incarnation FROM runs
              WHERE status IN ('running', 'waiting_for_build') AND lease_expires_at < now()
@@ -91,7 +92,7 @@ async fn requeue(
 ) -> Result<(Vec<Envelope>, Job), tokio_postgres::Error> {
     let id = origin.stream.id();
     let epoch: i32 = tx
-        .query_one(
+        .cached_query_one(
             "UPDATE runs SET status = 'queued', attempt = attempt + 1, worker_id = NULL,
                              worker_incarnation = NULL, lease_expires_at = NULL, started_at = NULL,
                              dispatched_at = NULL, dispatch_epoch = dispatch_epoch + 1
@@ -128,7 +129,7 @@ async fn requeue_builds_of(
     if incarnations.is_empty() {
         return Ok(0);
     }
-    tx.execute(
+    tx.cached_execute(
         "UPDATE builds SET status = 'queued', builder_id = NULL, builder_incarnation = NULL,
                            started_at = NULL, dispatched_at = NULL, dispatch_epoch = dispatch_epoch + 1
          WHERE status = 'building' AND builder_incarnation = ANY($1)",
@@ -140,7 +141,7 @@ async fn requeue_builds_of(
 /// Builds whose builder incarnation stopped heartbeating go back to
 /// `queued` (and are offered again by the redispatcher).
 async fn requeue_orphaned_builds(tx: &Transaction<'_>) -> Result<u64, tokio_postgres::Error> {
-    tx.execute(
+    tx.cached_execute(
         "UPDATE builds b SET status = 'queued', builder_id = NULL, builder_incarnation = NULL,
                              started_at = NULL, dispatched_at = NULL, dispatch_epoch = dispatch_epoch + 1
          WHERE b.status = 'building' AND b.started_at < now() - make_interval(secs => $1)

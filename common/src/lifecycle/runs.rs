@@ -8,6 +8,7 @@
 use super::claim::Claim;
 use super::fence::Fence;
 use super::queue::Job;
+use crate::db::Cached as _;
 use crate::events::{Envelope, EventKind, NewEvent, Origin, Source, StreamRef, append};
 use crate::runs::{Failure, OutputFile};
 use crate::status::RunStatus;
@@ -112,7 +113,7 @@ pub async fn create(
     returning: &str,
 ) -> Result<(tokio_postgres::Row, Vec<Envelope>), tokio_postgres::Error> {
     let row = tx
-        .query_one(
+        .cached_query_one(
             &format!(
                 "INSERT INTO runs (id, workspace_id, configuration_id, build_id, status, options,
                                    idempotency_key, request_digest)
@@ -153,7 +154,7 @@ pub async fn complete(
     let tx = db.transaction().await?;
     let outputs = serde_json::to_value(&c.outputs).expect("outputs serialize");
     let row = tx
-        .query_opt(
+        .cached_query_opt(
             "UPDATE runs SET status = $2, exit_code = $3, failure = $4, completed_at = now(),
                              lease_expires_at = NULL, output_attempt = $5, outputs = $6
              WHERE id = $1 AND worker_incarnation = $7 AND attempt = $5
@@ -205,7 +206,7 @@ pub async fn hand_back(
 ) -> Result<HandBack, tokio_postgres::Error> {
     let tx = db.transaction().await?;
     let row = tx
-        .query_opt(
+        .cached_query_opt(
             "UPDATE runs SET status = 'queued', worker_id = NULL, worker_incarnation = NULL,
                              lease_expires_at = NULL, started_at = NULL, dispatched_at = NULL,
                              dispatch_epoch = dispatch_epoch + 1
@@ -258,7 +259,7 @@ pub async fn cancel(
 ) -> Result<Cancel, tokio_postgres::Error> {
     let tx = db.transaction().await?;
     let Some(row) = tx
-        .query_opt(
+        .cached_query_opt(
             "SELECT status FROM runs WHERE id = $1 FOR UPDATE",
             &[&run_id],
         )
@@ -277,7 +278,7 @@ pub async fn cancel(
             Cancel::Cancelled(events)
         }
         _ => {
-            tx.execute(
+            tx.cached_execute(
                 "UPDATE runs SET cancel_requested_at = coalesce(cancel_requested_at, now()) WHERE id = $1",
                 &[&run_id],
             )
@@ -306,7 +307,7 @@ pub(super) async fn end_unclaimed(
          RETURNING started_at, completed_at, workspace_id, configuration_id, build_id, attempt"
     );
     let row = tx
-        .query_opt(
+        .cached_query_opt(
             sql.as_str(),
             &[&run_id, &c.status.as_str(), &c.exit_code, &c.failure_json()],
         )
@@ -346,7 +347,7 @@ pub async fn delete(
 ) -> Result<Deleted, tokio_postgres::Error> {
     let tx = db.transaction().await?;
     let Some(row) = tx
-        .query_opt(
+        .cached_query_opt(
             "SELECT status FROM runs WHERE id = $1 FOR UPDATE",
             &[&run_id],
         )
@@ -358,9 +359,9 @@ pub async fn delete(
     if !status.is_terminal() {
         return Ok(Deleted::Open(status));
     }
-    tx.execute("DELETE FROM run_events WHERE run_id = $1", &[&run_id])
+    tx.cached_execute("DELETE FROM run_events WHERE run_id = $1", &[&run_id])
         .await?;
-    tx.execute("DELETE FROM runs WHERE id = $1", &[&run_id])
+    tx.cached_execute("DELETE FROM runs WHERE id = $1", &[&run_id])
         .await?;
     tx.commit().await?;
     Ok(Deleted::Deleted)

@@ -12,6 +12,7 @@ use crate::error::{ApiError, FieldError};
 use crate::routes::streams::{Format, follow};
 use crate::routes::{authed, created, json, json_body, parse_json};
 use crate::state::AppState;
+use ade_common::db::Cached as _;
 use ade_common::events::{EventKind, NewEvent, Source, StreamRef};
 use ade_common::ids::Digest;
 use ade_common::lifecycle::builds::{Reason, Resolved, Target, resolve};
@@ -195,7 +196,7 @@ async fn target(
     config_id: Uuid,
 ) -> Result<Target, ApiError> {
     let config = tx
-        .query_opt(
+        .cached_query_opt(
             "SELECT workspace_id, content_digest FROM configurations WHERE id = $1",
             &[&config_id],
         )
@@ -217,7 +218,7 @@ async fn check_preconditions(
     options: &RunOptions,
 ) -> Result<(), ApiError> {
     let found = tx
-        .query(
+        .cached_query(
             "SELECT id FROM documents WHERE workspace_id = $1 AND id = ANY($2) FOR SHARE",
             &[&target.workspace_id, &options.document_ids],
         )
@@ -263,7 +264,7 @@ async fn find_by_key(
     digest: &Digest,
 ) -> Result<Option<RunResource>, ApiError> {
     let row = tx
-        .query_opt(
+        .cached_query_opt(
             &format!("SELECT {COLUMNS}, request_digest FROM runs WHERE configuration_id = $1 AND idempotency_key = $2"),
             &[&config_id, &key],
         )

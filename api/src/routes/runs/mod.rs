@@ -10,6 +10,7 @@ use super::{Page, PageQuery, authed, json, page};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
+use ade_common::db::Cached as _;
 use ade_common::status::RunStatus;
 use resource::{COLUMNS, RunResource};
 use serde::Deserialize;
@@ -121,7 +122,7 @@ pub async fn find(state: &AppState, who: &Principal, id: Uuid) -> Result<RunReso
     let row = state
         .db()
         .await?
-        .query_opt(
+        .cached_query_opt(
             &format!(
                 "SELECT {COLUMNS} FROM runs WHERE id = $1 AND ($2::uuid IS NULL OR workspace_id = $2)"
             ),
@@ -175,7 +176,7 @@ async fn list(
     let rows = state
         .db()
         .await?
-        .query(
+        .cached_query(
             &format!(
                 "SELECT {COLUMNS} FROM runs WHERE workspace_id = $1
                    AND ($2::text IS NULL OR status = $2)

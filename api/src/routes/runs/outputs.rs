@@ -9,6 +9,7 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::routes::{authed, json};
 use crate::state::AppState;
+use ade_common::db::Cached as _;
 use ade_common::runs::OutputFile;
 use ade_common::storage::content_type_for;
 use serde::Serialize;
@@ -103,7 +104,7 @@ async fn recorded(
     let row = state
         .db()
         .await?
-        .query_opt(
+        .cached_query_opt(
             "SELECT output_attempt, outputs FROM runs
              WHERE id = $1 AND ($2::uuid IS NULL OR workspace_id = $2)",
             &[&id, &who.workspace()],
