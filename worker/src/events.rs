@@ -27,6 +27,8 @@ use uuid::Uuid;
 
 /// Most events written in one statement.
 const MAX_BATCH: usize = 500;
+/// How long the writer waits for more events after the first of a batch.
+const LINGER: Duration = Duration::from_millis(5);
 /// Longest `finish` waits for the writer before giving up on the rest.
 const FINISH_PATIENCE: Duration = Duration::from_secs(60);
 
@@ -207,6 +209,19 @@ impl Writer {
     async fn run(self, mut rx: mpsc::Receiver<NewEvent>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            // Let a burst gather: an engine writes its events a few at a
+            // time, and one statement (and one publish) per burst costs far
+            // less than one per few events. A closed channel (the run ended)
+            // ends the wait at once, so the last events are never delayed.
+            let _ = tokio::time::timeout(LINGER, async {
+                loop {
+                    let room = MAX_BATCH - batch.len();
+                    if room == 0 || rx.recv_many(&mut batch, room).await == 0 {
+                        break;
+                    }
+                }
+            })
+            .await;
             if !self.fenced.is_cancelled() {
                 self.write(&batch).await;
             }
