@@ -32,36 +32,132 @@ const fn c(code: &'static str, status: u16, meaning: &'static str) -> Code {
 /// enum and against every code written in `src/`; the OpenAPI test checks
 /// that each appears in the document.
 pub const CODES: &[Code] = &[
-    c("unauthorized", 401, "no key, or an unknown or revoked one (with `WWW-Authenticate: Bearer`)"),
+    c(
+        "unauthorized",
+        401,
+        "no key, or an unknown or revoked one (with `WWW-Authenticate: Bearer`)",
+    ),
     c("admin_required", 403, "the endpoint needs an admin key"),
-    c("resource_not_found", 404, "no route matches (also a path id that is not a UUID)"),
-    c("workspace_not_found", 404, "no such workspace, or not this key's"),
-    c("configuration_not_found", 404, "no such configuration (in this workspace, where the path names one)"),
-    c("document_not_found", 404, "no such document in this workspace"),
+    c(
+        "resource_not_found",
+        404,
+        "no route matches (also a path id that is not a UUID)",
+    ),
+    c(
+        "workspace_not_found",
+        404,
+        "no such workspace, or not this key's",
+    ),
+    c(
+        "configuration_not_found",
+        404,
+        "no such configuration (in this workspace, where the path names one)",
+    ),
+    c(
+        "document_not_found",
+        404,
+        "no such document in this workspace",
+    ),
     c("run_not_found", 404, "no such run"),
     c("build_not_found", 404, "no such build"),
-    c("output_not_found", 404, "the run recorded no output of this name"),
-    c("file_not_found", 404, "the stored bytes of a document or output are missing, or not a regular file"),
+    c(
+        "output_not_found",
+        404,
+        "the run recorded no output of this name",
+    ),
+    c(
+        "file_not_found",
+        404,
+        "the stored bytes of a document or output are missing, or not a regular file",
+    ),
     c("key_not_found", 404, "no such API key"),
-    c("method_not_allowed", 405, "the path exists, but not with this method"),
+    c(
+        "method_not_allowed",
+        405,
+        "the path exists, but not with this method",
+    ),
     c("conflict", 409, "a concurrent write won; retry the request"),
-    c("document_in_use", 409, "a queued or running run uses the document"),
-    c("environment_not_ready", 409, "the build of the configuration's current content failed; run with `force_rebuild`"),
-    c("idempotency_key_reused", 409, "the `Idempotency-Key` was used with a different request"),
+    c(
+        "document_in_use",
+        409,
+        "a queued or running run uses the document",
+    ),
+    c(
+        "environment_not_ready",
+        409,
+        "the build of the configuration's current content failed; run with `force_rebuild`",
+    ),
+    c(
+        "idempotency_key_reused",
+        409,
+        "the `Idempotency-Key` was used with a different request",
+    ),
     c("run_already_terminal", 409, "the run already ended"),
-    c("run_not_terminal", 409, "the run has not ended; cancel it first"),
-    c("payload_too_large", 413, "the body, an upload or an expanded package is over its limit"),
-    c("unsupported_media_type", 415, "the request's `Content-Type` is not one the endpoint reads"),
-    c("invalid_request", 422, "bad JSON, a wrong type, an unknown or missing field, an invalid name or header"),
-    c("invalid_query", 422, "a query parameter is out of range, malformed or unknown"),
-    c("invalid_options", 422, "run options break a limit (one `errors[]` entry per problem)"),
-    c("invalid_package", 422, "the configuration package is not a valid `.zip`/`.tar.gz` `ade_config` package"),
-    c("invalid_multipart", 422, "the multipart body could not be read"),
-    c("safe_mode_enabled", 422, "`ADE_SAFE_MODE` is on: new runs are refused"),
-    c("rate_limited", 429, "this key made too many requests (with `Retry-After`)"),
-    c("run_queue_full", 429, "`ADE_MAX_QUEUED_RUNS` runs are waiting (with `Retry-After`)"),
-    c("internal_error", 500, "an unexpected failure; details are logged, never sent"),
-    c("service_unavailable", 503, "PostgreSQL is unreachable (with `Retry-After`)"),
+    c(
+        "run_not_terminal",
+        409,
+        "the run has not ended; cancel it first",
+    ),
+    c(
+        "payload_too_large",
+        413,
+        "the body, an upload or an expanded package is over its limit",
+    ),
+    c(
+        "unsupported_media_type",
+        415,
+        "the request's `Content-Type` is not one the endpoint reads",
+    ),
+    c(
+        "invalid_request",
+        422,
+        "bad JSON, a wrong type, an unknown or missing field, an invalid name or header",
+    ),
+    c(
+        "invalid_query",
+        422,
+        "a query parameter is out of range, malformed or unknown",
+    ),
+    c(
+        "invalid_options",
+        422,
+        "run options break a limit (one `errors[]` entry per problem)",
+    ),
+    c(
+        "invalid_package",
+        422,
+        "the configuration package is not a valid `.zip`/`.tar.gz` `ade_config` package",
+    ),
+    c(
+        "invalid_multipart",
+        422,
+        "the multipart body could not be read",
+    ),
+    c(
+        "safe_mode_enabled",
+        422,
+        "`ADE_SAFE_MODE` is on: new runs are refused",
+    ),
+    c(
+        "rate_limited",
+        429,
+        "this key made too many requests (with `Retry-After`)",
+    ),
+    c(
+        "run_queue_full",
+        429,
+        "`ADE_MAX_QUEUED_RUNS` runs are waiting (with `Retry-After`)",
+    ),
+    c(
+        "internal_error",
+        500,
+        "an unexpected failure; details are logged, never sent",
+    ),
+    c(
+        "service_unavailable",
+        503,
+        "PostgreSQL is unreachable (with `Retry-After`)",
+    ),
 ];
 
 /// The entry of [`CODES`] for `code`.
@@ -310,9 +406,16 @@ impl From<std::io::Error> for ApiError {
 /// A `Content-Type` that a multipart route could not read (missing, or
 /// without a boundary): the only filters here that look at it.
 fn bad_content_type(rejection: &Rejection) -> bool {
-    let missing = rejection.find::<warp::reject::MissingHeader>().map(|e| e.name());
-    let invalid = rejection.find::<warp::reject::InvalidHeader>().map(|e| e.name());
-    [missing, invalid].into_iter().flatten().any(|name| name.eq_ignore_ascii_case("content-type"))
+    let missing = rejection
+        .find::<warp::reject::MissingHeader>()
+        .map(|e| e.name());
+    let invalid = rejection
+        .find::<warp::reject::InvalidHeader>()
+        .map(|e| e.name());
+    [missing, invalid]
+        .into_iter()
+        .flatten()
+        .any(|name| name.eq_ignore_ascii_case("content-type"))
 }
 
 /// Turns warp's own rejections (routing, methods, bodies) into problem+json.
@@ -330,7 +433,8 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Rejection> {
     } else if bad_content_type(&rejection) {
         // Before 405: the route matched, a sibling with another method did not.
         ApiError::UnsupportedMediaType(
-            "this endpoint reads `multipart/form-data` (with a boundary); send that `Content-Type`".into(),
+            "this endpoint reads `multipart/form-data` (with a boundary); send that `Content-Type`"
+                .into(),
         )
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         ApiError::MethodNotAllowed

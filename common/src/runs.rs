@@ -78,7 +78,8 @@ impl RunOptions {
             // NUL too: PostgreSQL cannot store it in the run's options.
             err(
                 "metadata",
-                "keys are 1 to 64 printable characters, values at most 1024 characters without NUL".into(),
+                "keys are 1 to 64 printable characters, values at most 1024 characters without NUL"
+                    .into(),
             );
         }
         if errors.is_empty() {

@@ -69,7 +69,10 @@ pub(crate) struct DocumentForm {
 
 /// This module's part of the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(upload, list, get, delete, download), components(responses(super::runs::outputs::FileDownload)))]
+#[openapi(
+    paths(upload, list, get, delete, download),
+    components(responses(super::runs::outputs::FileDownload))
+)]
 pub struct Api;
 
 /// Upload, list, metadata, download, delete.

@@ -43,9 +43,7 @@ pub struct Api;
 
 /// Liveness and readiness.
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let live = warp::path!("health" / "live")
-        .and(warp::get())
-        .map(live);
+    let live = warp::path!("health" / "live").and(warp::get()).map(live);
     let ready = warp::path!("health" / "ready")
         .and(warp::get())
         .and(with(state))
@@ -91,5 +89,11 @@ async fn ready(state: AppState) -> Response {
         database: up(database),
         broker: up(broker),
     };
-    json(code, &Readiness { status, dependencies })
+    json(
+        code,
+        &Readiness {
+            status,
+            dependencies,
+        },
+    )
 }

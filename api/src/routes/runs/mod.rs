@@ -21,10 +21,20 @@ use warp::reply::Response;
 
 /// This module's part of the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(
-    create::create, get, list, delete, cancel::cancel,
-    events::page, events::logfile, outputs::list, outputs::download,
-), components(responses(outputs::FileDownload)))]
+#[openapi(
+    paths(
+        create::create,
+        get,
+        list,
+        delete,
+        cancel::cancel,
+        events::page,
+        events::logfile,
+        outputs::list,
+        outputs::download,
+    ),
+    components(responses(outputs::FileDownload))
+)]
 pub struct Api;
 
 /// Create, get, list, and the per-run sub-resources.

@@ -38,25 +38,39 @@ struct Outputs {
 pub struct FileDownload;
 
 impl<'s> utoipa::ToResponse<'s> for FileDownload {
-    fn response() -> (&'s str, utoipa::openapi::RefOr<utoipa::openapi::response::Response>) {
+    fn response() -> (
+        &'s str,
+        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+    ) {
         use ade_common::storage::{CONTENT_TYPES, DEFAULT_CONTENT_TYPE};
         use utoipa::openapi::{ContentBuilder, HeaderBuilder, ResponseBuilder};
         let binary = crate::openapi::schemas::binary();
         let mut response = ResponseBuilder::new().description(
             "The file, as an attachment, with a content type from a fixed table of extensions.",
         );
-        let types = CONTENT_TYPES.iter().map(|(_, t)| *t).chain([DEFAULT_CONTENT_TYPE]);
+        let types = CONTENT_TYPES
+            .iter()
+            .map(|(_, t)| *t)
+            .chain([DEFAULT_CONTENT_TYPE]);
         for content_type in types {
-            response = response.content(content_type, ContentBuilder::new().schema(Some(binary.clone())).build());
+            response = response.content(
+                content_type,
+                ContentBuilder::new().schema(Some(binary.clone())).build(),
+            );
         }
         let header = |description: &str| {
             HeaderBuilder::new()
-                .schema(Some(crate::openapi::schemas::from(serde_json::json!({"type": "string"}))))
+                .schema(Some(crate::openapi::schemas::from(
+                    serde_json::json!({"type": "string"}),
+                )))
                 .description(Some(description))
                 .build()
         };
         let response = response
-            .header("Content-Disposition", header("`attachment; filename=\"…\"; filename*=UTF-8''…`"))
+            .header(
+                "Content-Disposition",
+                header("`attachment; filename=\"…\"; filename*=UTF-8''…`"),
+            )
             .header("X-Content-Type-Options", header("`nosniff`"))
             .build();
         ("FileDownload", response.into())
