@@ -22,6 +22,7 @@ pub async fn redispatch_loop(state: AppState, stop: CancellationToken) {
             .await
         {
             Ok(reaped) => {
+                state.metrics.reaped_leases.inc_by(reaped.leases as u64);
                 state.events.publish(reaped.events);
                 for job in reaped.requeued {
                     state.dispatcher.offer(job);
@@ -29,8 +30,11 @@ pub async fn redispatch_loop(state: AppState, stop: CancellationToken) {
             }
             Err(e) => tracing::warn!(error = %e, "reaping failed"),
         }
-        if let Err(e) = redispatch(&state.pool, &state.dispatcher).await {
-            tracing::warn!(error = %e, "redispatch scan failed");
+        match redispatch(&state.pool, &state.dispatcher).await {
+            Ok(offered) => {
+                state.metrics.redispatches.inc_by(offered as u64);
+            }
+            Err(e) => tracing::warn!(error = %e, "redispatch scan failed"),
         }
     }
 }

@@ -10,6 +10,8 @@
 //! - [`package`]: reading uploaded configuration packages safely.
 //! - [`live`]: this instance's events queue and the hub that feeds followers.
 //! - [`dispatch`]: the redispatcher and the reaper.
+//! - [`metrics`]: this process's registry and the gauges read at scrape time.
+//! - [`retention`]: the collector of terminal runs older than `ADE_RETENTION_DAYS`.
 //! - [`server`]: serving HTTP with header-read and idle timeouts.
 //!
 //! [`Application::build`] binds the listener and returns a handle that knows
@@ -21,9 +23,11 @@ pub mod dispatch;
 pub mod error;
 pub mod keys;
 pub mod live;
+pub mod metrics;
 pub mod openapi;
 pub mod package;
 pub mod rate_limit;
+pub mod retention;
 pub mod routes;
 pub mod server;
 pub mod settings;
@@ -79,10 +83,12 @@ impl Application {
             format!("{name}:jobs"),
             topology.clone(),
         );
+        let (registry, metrics) = metrics::ApiRegistry::new();
         let events = ade_common::amqp::EventPublisher::spawn(
             settings.common.amqp_url.clone(),
             format!("{name}:publish"),
             topology,
+            metrics.clone(),
         );
         let state = AppState(Arc::new(state::Inner {
             dispatcher: ade_common::dispatch::Dispatcher::spawn(jobs, pool.clone()),
@@ -96,6 +102,8 @@ impl Application {
             keys: auth::KeyCache::default(),
             rate_limiter: rate_limit::RateLimiter::new(settings.rate_limit_per_second),
             data_dir: DataDir::new(&settings.common.data_dir),
+            metrics,
+            registry,
             settings,
         }));
         Ok(Self { listener, state })
@@ -115,6 +123,7 @@ impl Application {
     ) -> anyhow::Result<()> {
         let token = self.state.shutdown.clone();
         let redispatch = tokio::spawn(dispatch::redispatch_loop(self.state.clone(), token.clone()));
+        let retention = tokio::spawn(retention::collect_loop(self.state.clone(), token.clone()));
         let live = tokio::spawn(live::consume_loop(
             self.state.hub.clone(),
             self.state.settings.common.amqp_url.clone(),
@@ -133,6 +142,7 @@ impl Application {
             addr = %self.addr(),
             safe_mode = settings.safe_mode,
             metrics_public = settings.metrics_public,
+            retention_days = settings.retention_days,
             rate_limit_per_second = settings.rate_limit_per_second,
             amqp_prefix = %settings.common.amqp_prefix,
             database = %ade_common::db::redacted(&settings.common.database_url),
@@ -146,6 +156,7 @@ impl Application {
         server::serve(self.listener, routes, limits, token.clone(), SHUTDOWN_GRACE).await;
         token.cancel();
         redispatch.await.context("redispatch task")?;
+        retention.await.context("retention task")?;
         live.await.context("live events task")?;
         Ok(())
     }

@@ -99,6 +99,10 @@ pub struct ApiSettings {
     /// (the last resort against a lost broker message), in seconds.
     #[arg(long, env = "ADE_STREAM_QUIET_CHECK_SECONDS", default_value_t = 10)]
     pub stream_quiet_check_seconds: u64,
+    /// Terminal runs finished longer ago than this many days are deleted
+    /// with their events and files; 0 keeps everything.
+    #[arg(long, env = "ADE_RETENTION_DAYS", default_value_t = 30)]
+    pub retention_days: u32,
 }
 
 impl ApiSettings {
@@ -115,6 +119,7 @@ impl ApiSettings {
             metrics_public: false,
             http_header_timeout_seconds: 10,
             http_idle_timeout_seconds: 60,
+            retention_days: 30,
         }
     }
 }

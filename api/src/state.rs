@@ -33,6 +33,10 @@ pub struct Inner {
     pub keys: crate::auth::KeyCache,
     /// Per-key request budgets.
     pub rate_limiter: crate::rate_limit::RateLimiter,
+    /// This process's metric families.
+    pub metrics: ade_common::metrics::Metrics,
+    /// This process's registry (`/metrics`).
+    pub registry: crate::metrics::ApiRegistry,
     /// Cancelled when the API shuts down; ends live streams.
     pub shutdown: tokio_util::sync::CancellationToken,
 }

@@ -10,6 +10,7 @@
 //! - [`lifecycle`]: every state change of a run or a build (claims, leases,
 //!   fences, completion, the reaper, builds, dispatch marks).
 //! - [`events`]: the event envelope; where an event is sequenced.
+//! - [`metrics`]: the metric families of a process, on its own registry.
 //! - [`runs`]: run options, failures and output files.
 //! - [`storage`]: where documents and outputs live under `ADE_DATA_DIR`.
 //! - [`telemetry`]: tracing setup (text or JSON).
@@ -22,6 +23,7 @@ pub mod events;
 pub mod identity;
 pub mod ids;
 pub mod lifecycle;
+pub mod metrics;
 pub mod runs;
 pub mod settings;
 pub mod status;

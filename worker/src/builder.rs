@@ -102,6 +102,9 @@ pub async fn build(
     let duration_ms = started.elapsed().as_millis() as u64;
     match record(ctx, build, &verdict, duration_ms).await {
         Some(()) => {
+            ctx.metrics
+                .build_duration
+                .observe(duration_ms as f64 / 1000.0);
             if let Some(run) = run {
                 let payload = builds::completed_payload(&verdict, duration_ms);
                 let event = NewEvent::new(EventKind::BuildCompleted, Source::Worker, payload);
@@ -205,7 +208,20 @@ pub async fn ensure(
         }
     };
     let result = ctx.venvs.ensure(spec, stop, progress).await;
-    if sinks.own.is_none() && building.load(Ordering::Relaxed) {
+    let built_here = building.load(Ordering::Relaxed);
+    if result.is_ok() {
+        let lookups = &ctx.metrics;
+        let counter = if built_here {
+            &lookups.cache_misses
+        } else {
+            &lookups.cache_hits
+        };
+        counter.inc();
+    }
+    if sinks.own.is_none() && built_here {
+        ctx.metrics
+            .hydration_duration
+            .observe(started.elapsed().as_secs_f64());
         let verdict = match &result {
             Ok(ready) => Verdict::Ready {
                 packages: ready.marker.packages.clone(),

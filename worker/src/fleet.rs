@@ -78,6 +78,7 @@ pub async fn reap_loop(ctx: Context, shutdown: CancellationToken) {
         }
         match ade_common::lifecycle::reaper::reap(&ctx.pool, ctx.max_attempts).await {
             Ok(reaped) => {
+                ctx.metrics.reaped_leases.inc_by(reaped.leases as u64);
                 ctx.events.publish(reaped.events);
                 for job in reaped.requeued {
                     tracing::info!(run.id = %job.stream.id(), "requeued a run whose worker was lost");

@@ -20,6 +20,7 @@
 //! - [`stop`]: why an in-flight run is stopped early (cancel, lost lease, shutdown).
 //! - [`fleet`]: this worker's heartbeat and the reaper of lost runs.
 //! - [`events`]: batched, fenced event writes for one stream.
+//! - [`metrics`]: the metrics endpoint (`ADE_WORKER_METRICS_ADDR`).
 //!
 //! [`Worker::build`] prepares everything; [`Worker::run`] consumes until its
 //! cancellation token fires, then lets in-flight runs finish.
@@ -33,6 +34,7 @@ pub mod fdpass;
 pub mod fleet;
 pub mod lease;
 pub mod limits;
+pub mod metrics;
 pub mod outputs;
 pub mod pool;
 pub mod process;
@@ -96,6 +98,8 @@ pub struct Context {
     pub engines: Option<Arc<pool::Pool>>,
     /// Attempts before a lost run fails.
     pub max_attempts: u32,
+    /// This worker's metric families.
+    pub metrics: ade_common::metrics::Metrics,
 }
 
 impl Context {
@@ -109,6 +113,8 @@ impl Context {
 pub struct Worker {
     ctx: Context,
     settings: WorkerSettings,
+    registry: Arc<prometheus_client::registry::Registry>,
+    metrics_listener: Option<tokio::net::TcpListener>,
 }
 
 impl Worker {
@@ -136,6 +142,16 @@ impl Worker {
         let claimant = Claimant::new(settings.worker_id());
         let prefix = &settings.common.amqp_prefix;
         let topology = Topology::new(prefix.clone());
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = ade_common::metrics::Metrics::register(&mut registry);
+        let metrics_listener = match settings.metrics_addr {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding ADE_WORKER_METRICS_ADDR {addr}"))?,
+            ),
+            None => None,
+        };
         let name = format!("{prefix}:{}", claimant.worker_id);
         let jobs = ade_common::amqp::Publisher::new(
             settings.common.amqp_url.clone(),
@@ -148,6 +164,7 @@ impl Worker {
                 settings.common.amqp_url.clone(),
                 format!("{name}:events"),
                 topology,
+                metrics.clone(),
             ),
             pool,
             claimant,
@@ -175,6 +192,7 @@ impl Worker {
                 .pool()
                 .map(|limits| Arc::new(pool::Pool::new(limits, root.join(".pool")))),
             max_attempts: settings.common.max_attempts,
+            metrics,
         };
         tracing::info!(
             worker.id = %ctx.claimant.worker_id,
@@ -186,9 +204,20 @@ impl Worker {
             concurrency = settings.concurrency(),
             amqp_prefix = %settings.common.amqp_prefix,
             database = %ade_common::db::redacted(&settings.common.database_url),
+            metrics_addr = ?metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
             "worker ready"
         );
-        Ok(Self { ctx, settings })
+        Ok(Self {
+            ctx,
+            settings,
+            registry: Arc::new(registry),
+            metrics_listener,
+        })
+    }
+
+    /// The bound address of the metrics endpoint, if `ADE_WORKER_METRICS_ADDR` is set.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_listener.as_ref()?.local_addr().ok()
     }
 
     /// The job context (tests call [`runs::process_one`] with it).
@@ -207,9 +236,17 @@ impl Worker {
         let collector = tokio::spawn(collect_loop(
             root,
             limits,
-            cache_bytes.clone(),
+            (cache_bytes.clone(), self.ctx.metrics.clone()),
             shutdown.clone(),
         ));
+        let exporter = metrics::Exporter {
+            registry: self.registry.clone(),
+            metrics: self.ctx.metrics.clone(),
+            slots: self.ctx.slots.clone(),
+        };
+        let scrapes = self
+            .metrics_listener
+            .map(|l| tokio::spawn(metrics::serve(l, exporter, shutdown.clone())));
         let heartbeat = tokio::spawn(fleet::heartbeat_loop(
             self.ctx.clone(),
             cache_bytes,
@@ -239,6 +276,9 @@ impl Worker {
             idle.await?;
         }
         collector.await?;
+        if let Some(scrapes) = scrapes {
+            scrapes.await?;
+        }
         reaper.await?;
         heartbeat.await?;
         Ok(())
@@ -258,17 +298,20 @@ async fn idle_loop(pool: Arc<pool::Pool>, shutdown: CancellationToken) {
 /// How often the venv cache is collected.
 const COLLECT_EVERY: Duration = Duration::from_secs(60);
 
-/// Keeps the venv cache within its limits until `shutdown`; `bytes` tracks its size.
+/// Keeps the venv cache within its limits until `shutdown`; `bytes` tracks
+/// its size (for the heartbeat and the metrics).
 async fn collect_loop(
     root: std::path::PathBuf,
     limits: cache::Limits,
-    bytes: Arc<AtomicU64>,
+    (bytes, metrics): (Arc<AtomicU64>, ade_common::metrics::Metrics),
     shutdown: CancellationToken,
 ) {
     loop {
         match cache::collect(root.clone(), limits).await {
             Ok(c) => {
                 bytes.store(c.bytes_left, Ordering::Relaxed);
+                metrics.cache_bytes.set(c.bytes_left as i64);
+                metrics.cache_evictions.inc_by(c.removed as u64);
                 if c.removed > 0 {
                     tracing::info!(
                         removed = c.removed,

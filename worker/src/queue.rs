@@ -325,6 +325,7 @@ async fn handle(ctx: Context, delivery: Delivery, slot: Option<Slot>) -> Ended {
             body_bytes = delivery.data.len(),
             "poison message; dead-lettering it"
         );
+        ctx.metrics.dead_lettered.inc();
         let _ = delivery
             .nack(BasicNackOptions {
                 requeue: false,

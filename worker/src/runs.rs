@@ -71,7 +71,12 @@ pub fn decide(execution: Execution, stop: Option<Reason>) -> Decision {
 pub async fn process_one(ctx: &Context, run_id: Uuid) -> anyhow::Result<Outcome> {
     let claimed_at = Instant::now();
     let claim = match claim(ctx, run_id).await? {
-        Claimed::Run(claim) => claim,
+        Claimed::Run(claim) => {
+            ctx.metrics
+                .queue_wait
+                .observe(claim.queue_wait.as_secs_f64());
+            claim
+        }
         Claimed::Cancelled(events) => {
             ctx.events.publish(events);
             return Ok(Outcome::NotClaimed);

@@ -73,6 +73,9 @@ pub struct WorkerSettings {
     /// A warm engine without a run for this many seconds is stopped.
     #[arg(long, env = "ADE_ENGINE_POOL_IDLE_SECONDS", default_value_t = 300)]
     pub engine_pool_idle_seconds: u64,
+    /// Where this worker serves its Prometheus metrics (unset: nowhere).
+    #[arg(long, env = "ADE_WORKER_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// An on/off setting.
@@ -107,6 +110,7 @@ impl WorkerSettings {
             engine_pool_size: 8,
             engine_pool_max_runs: 200,
             engine_pool_idle_seconds: 300,
+            metrics_addr: None,
         }
     }
 

@@ -8,7 +8,6 @@ use ade_common::db::Cached as _;
 use ade_common::lifecycle::queue::Counts;
 use ade_common::time_fmt::serde_ts;
 use serde::Serialize;
-use std::fmt::Write as _;
 use time::OffsetDateTime;
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -115,9 +114,12 @@ async fn queue(state: AppState, who: Result<Principal, ApiError>) -> Result<Resp
 }
 
 /// Get Prometheus metrics.
+///
+/// OpenMetrics text: this process's histograms and counters, and the queue
+/// and worker gauges read from the database now.
 #[utoipa::path(get, path = "/metrics", operation_id = "getMetrics",
-    responses((status = 200, description = "Prometheus text format.",
-        content_type = "text/plain; version=0.0.4", body = String)))]
+    responses((status = 200, description = "OpenMetrics text format.",
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
 async fn metrics(state: AppState, who: Result<Principal, ApiError>) -> Result<Response, ApiError> {
     if !state.settings.metrics_public {
         who?.admin()?;
@@ -132,57 +134,13 @@ async fn metrics(state: AppState, who: Result<Principal, ApiError>) -> Result<Re
         )
         .await?
         .get(0);
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, value: f64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-        );
-    };
-    gauge(
-        "ade_runs_queued",
-        "Runs waiting for a worker.",
-        q.queued_runs as f64,
-    );
-    gauge(
-        "ade_runs_waiting_for_build",
-        "Runs waiting for their build.",
-        q.waiting_for_build_runs as f64,
-    );
-    gauge(
-        "ade_runs_running",
-        "Runs being executed.",
-        q.running_runs as f64,
-    );
-    gauge(
-        "ade_builds_queued",
-        "Builds waiting for a worker.",
-        q.queued_builds as f64,
-    );
-    gauge(
-        "ade_builds_building",
-        "Builds in progress.",
-        q.building_builds as f64,
-    );
-    gauge(
-        "ade_queue_oldest_run_age_seconds",
-        "Age of the oldest queued run (the autoscaling signal).",
-        q.oldest_queued_run_age_seconds.unwrap_or(0.0),
-    );
-    gauge(
-        "ade_workers_live",
-        "Workers with a recent heartbeat.",
-        live as f64,
-    );
-    gauge(
-        "ade_api_followed_streams",
-        "Streams with live followers on this API instance.",
-        state.hub.streams() as f64,
-    );
-    let mut res = Response::new(out.into());
+    let text = state.registry.render(&q, live, state.hub.streams());
+    let mut res = Response::new(text.into());
     res.headers_mut().insert(
         "content-type",
-        "text/plain; version=0.0.4".parse().expect("valid header"),
+        ade_common::metrics::CONTENT_TYPE
+            .parse()
+            .expect("valid header"),
     );
     Ok(res)
 }

@@ -102,6 +102,7 @@ pub fn follow(state: AppState, followed: StreamRef, after: i64, format: Format) 
     let live = state.hub.subscribe(followed.id());
     tokio::spawn(
         Follower {
+            _counted: Counted::new(&state.metrics.followers),
             state,
             followed,
             last: after,
@@ -132,7 +133,24 @@ enum Flow {
     Done,
 }
 
+/// One follower in the followers gauge, for as long as it lives.
+struct Counted(prometheus_client::metrics::gauge::Gauge);
+
+impl Counted {
+    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 struct Follower {
+    _counted: Counted,
     state: AppState,
     followed: StreamRef,
     last: i64,
@@ -192,6 +210,7 @@ impl Follower {
     /// Sends live frames in order: duplicates are skipped, a gap is filled
     /// from the database.
     async fn deliver(&mut self, batch: &[Arc<Frame>]) -> Flow {
+        let before = self.last;
         let mut out = Vec::new();
         let mut gap = false;
         let mut end = false;
@@ -213,10 +232,22 @@ impl Follower {
         {
             return Flow::Done;
         }
+        self.observe_lag(batch, before);
         match (end, gap) {
             (true, _) => Flow::Done,
             (false, true) => self.catch_up().await,
             (false, false) => Flow::Continue,
+        }
+    }
+
+    /// Observes the lag of the live frames just sent (after `before`); a
+    /// replay from the database is not a delivery delay.
+    fn observe_lag(&self, batch: &[Arc<Frame>], before: i64) {
+        let sent = batch
+            .iter()
+            .filter(|f| f.sequence > before && f.sequence <= self.last);
+        for at in sent.filter_map(|f| f.persisted_at) {
+            self.state.metrics.observe_delivery(at);
         }
     }
 
@@ -289,6 +320,8 @@ pub struct Frame {
     pub kind: EventKind,
     /// The envelope as JSON.
     pub json: String,
+    /// When it was persisted (for the delivery lag).
+    pub persisted_at: Option<time::OffsetDateTime>,
 }
 
 impl From<&Envelope> for Frame {
@@ -297,6 +330,7 @@ impl From<&Envelope> for Frame {
             sequence: event.sequence,
             kind: event.kind,
             json: serde_json::to_string(event).expect("an envelope serializes"),
+            persisted_at: ade_common::metrics::persisted_at(event),
         }
     }
 }

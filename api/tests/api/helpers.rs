@@ -160,6 +160,23 @@ impl TestApp {
         self.workers.push((token, handle));
     }
 
+    /// Starts a worker serving its metrics on an ephemeral port; returns
+    /// the endpoint's URL.
+    pub async fn start_worker_with_metrics(&mut self, name: &str) -> String {
+        let mut settings = self.worker_settings(name, None);
+        settings.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+        let worker = ade_worker::Worker::build(settings)
+            .await
+            .expect("the worker starts");
+        let addr = worker
+            .metrics_addr()
+            .expect("the metrics endpoint is bound");
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(worker.run(token.clone()));
+        self.workers.push((token, handle));
+        format!("http://{addr}/metrics")
+    }
+
     /// Starts another API instance on the same database and broker; returns its base URL.
     pub async fn spawn_api(&mut self) -> String {
         let common = CommonSettings::for_tests(

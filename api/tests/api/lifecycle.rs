@@ -342,6 +342,7 @@ async fn the_reaper_requeues_fails_or_ends_runs_whose_lease_expired() {
         attempt: 1,
         incarnation: dead.incarnation,
         options: Default::default(),
+        queue_wait: Default::default(),
     };
     let mut conn = pool.get().await.unwrap();
     assert!(

@@ -236,15 +236,22 @@ async fn open(inner: &Inner) -> Result<(Connection, Channel), BrokerError> {
 /// Writers hand over each committed batch without waiting; one background
 /// task publishes them in order over its own connection. When the broker is
 /// away or the queue is full, batches are dropped: events are already in
-/// PostgreSQL, and followers catch up from there.
+/// PostgreSQL, and followers catch up from there. Every committed batch
+/// passes here once, so it is also where its runs' outcomes are counted.
 #[derive(Clone)]
 pub struct EventPublisher {
     tx: tokio::sync::mpsc::Sender<Vec<crate::events::Envelope>>,
+    metrics: crate::metrics::Metrics,
 }
 
 impl EventPublisher {
-    /// Starts the publishing task.
-    pub fn spawn(url: impl Into<String>, name: impl Into<String>, topology: Topology) -> Self {
+    /// Starts the publishing task; committed batches are observed by `metrics`.
+    pub fn spawn(
+        url: impl Into<String>,
+        name: impl Into<String>,
+        topology: Topology,
+        metrics: crate::metrics::Metrics,
+    ) -> Self {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<crate::events::Envelope>>(1024);
         let publisher = Publisher::unconfirmed(url, name, topology);
         tokio::spawn(async move {
@@ -264,11 +271,12 @@ impl EventPublisher {
                 }
             }
         });
-        Self { tx }
+        Self { tx, metrics }
     }
 
-    /// Queues a committed batch for publishing; never waits.
+    /// Observes a committed batch and queues it for publishing; never waits.
     pub fn publish(&self, batch: Vec<crate::events::Envelope>) {
+        self.metrics.observe_committed(&batch);
         if !batch.is_empty() {
             let _ = self.tx.try_send(batch);
         }

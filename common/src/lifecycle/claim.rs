@@ -33,6 +33,8 @@ pub struct Claim {
     pub incarnation: Uuid,
     /// What the client asked for.
     pub options: RunOptions,
+    /// How long the run waited, from its creation to this claim.
+    pub queue_wait: Duration,
 }
 
 impl Claim {
@@ -82,7 +84,8 @@ pub async fn claim(
                  status = CASE WHEN (SELECT status FROM builds b WHERE b.id = runs.build_id) = 'ready'
                                THEN 'running' ELSE 'waiting_for_build' END
              WHERE id = $1 AND status = 'queued' AND cancel_requested_at IS NULL
-             RETURNING workspace_id, configuration_id, build_id, attempt, options",
+             RETURNING workspace_id, configuration_id, build_id, attempt, options,
+                       extract(epoch FROM started_at - created_at)::float8",
             &[
                 &run_id,
                 &claimant.worker_id,
@@ -100,6 +103,7 @@ pub async fn claim(
             attempt: row.get(3),
             incarnation: claimant.incarnation,
             options: serde_json::from_value(row.get(4)).unwrap_or_default(),
+            queue_wait: Duration::from_secs_f64(row.get::<_, f64>(5).max(0.0)),
         }));
     }
     let tx = db.transaction().await?;

@@ -25,6 +25,8 @@ const BUILDER_SILENCE_SECONDS: f64 = 30.0;
 /// What one pass did.
 #[derive(Debug, Default)]
 pub struct Reaped {
+    /// Runs whose expired lease this pass took (requeued, failed or cancelled).
+    pub leases: usize,
     /// Runs put back in the queue; offer them to the broker.
     pub requeued: Vec<Job>,
     /// Runs failed with `worker_lost`.
@@ -49,7 +51,10 @@ pub async fn reap(pool: &Pool, max_attempts: u32) -> anyhow::Result<Reaped> {
             &[],
         )
         .await?;
-    let mut reaped = Reaped::default();
+    let mut reaped = Reaped {
+        leases: rows.len(),
+        ..Reaped::default()
+    };
     let lost: Vec<Uuid> = rows.iter().filter_map(|r| r.get(7)).collect();
     for row in rows {
         let (id, attempt, worker, cancel): (Uuid, i32, String, bool) =

@@ -1,5 +1,6 @@
 //! A run's transitions after its claim, and the ones nobody claims: create,
-//! complete, hand back, cancel, and ending a run that no worker runs.
+//! complete, hand back, cancel, ending a run that no worker runs, and
+//! deleting ended runs (one by one, or by retention).
 //!
 //! Each is one guarded statement plus its event, in one transaction.
 //! Terminal states are written once: every statement that ends a run
@@ -359,10 +360,49 @@ pub async fn delete(
     if !status.is_terminal() {
         return Ok(Deleted::Open(status));
     }
-    tx.cached_execute("DELETE FROM run_events WHERE run_id = $1", &[&run_id])
-        .await?;
-    tx.cached_execute("DELETE FROM runs WHERE id = $1", &[&run_id])
-        .await?;
+    delete_rows(&tx, &[run_id]).await?;
     tx.commit().await?;
     Ok(Deleted::Deleted)
+}
+
+/// Deletes up to `limit` terminal runs that finished more than `days` days
+/// ago, with their events, in one short transaction; returns their ids
+/// (their files are the caller's to remove, after this commit). Rows
+/// another process holds are skipped (`SKIP LOCKED`), so several
+/// collectors never wait on each other or on a run being read for update.
+pub async fn delete_expired(
+    db: &mut deadpool_postgres::Object,
+    days: u32,
+    limit: i64,
+) -> Result<Vec<Uuid>, tokio_postgres::Error> {
+    let tx = db.transaction().await?;
+    let days = i32::try_from(days).unwrap_or(i32::MAX);
+    let ids: Vec<Uuid> = tx
+        .cached_query(
+            "SELECT id FROM runs
+             WHERE status IN ('succeeded', 'failed', 'cancelled')
+               AND completed_at < now() - make_interval(days => $1)
+             ORDER BY completed_at LIMIT $2
+             FOR UPDATE SKIP LOCKED",
+            &[&days, &limit],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    delete_rows(&tx, &ids).await?;
+    tx.commit().await?;
+    Ok(ids)
+}
+
+/// Deletes locked terminal runs and their events.
+async fn delete_rows(tx: &Transaction<'_>, ids: &[Uuid]) -> Result<(), tokio_postgres::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    tx.cached_execute("DELETE FROM run_events WHERE run_id = ANY($1)", &[&ids])
+        .await?;
+    tx.cached_execute("DELETE FROM runs WHERE id = ANY($1)", &[&ids])
+        .await?;
+    Ok(())
 }
