@@ -44,17 +44,8 @@ pub async fn serve(
         .header_read_timeout(limits.header_read);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
-        let (stream, _) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+        let Some(stream) = ade_common::net::accept(&listener, &shutdown).await else {
+            break;
         };
         let _ = stream.set_nodelay(true);
         let io = hyper_util::rt::TokioIo::new(Idle::new(stream, limits.idle));

@@ -11,6 +11,7 @@
 //!   fences, completion, the reaper, builds, dispatch marks).
 //! - [`events`]: the event envelope; where an event is sequenced.
 //! - [`metrics`]: the metric families of a process, on its own registry.
+//! - [`net`]: accepting connections until shutdown.
 //! - [`runs`]: run options, failures and output files.
 //! - [`storage`]: where documents and outputs live under `ADE_DATA_DIR`.
 //! - [`telemetry`]: tracing setup (text or JSON).
@@ -24,6 +25,7 @@ pub mod identity;
 pub mod ids;
 pub mod lifecycle;
 pub mod metrics;
+pub mod net;
 pub mod runs;
 pub mod settings;
 pub mod status;

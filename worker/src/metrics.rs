@@ -55,16 +55,8 @@ impl Exporter {
 pub async fn serve(listener: TcpListener, exporter: Exporter, shutdown: CancellationToken) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
-        let (stream, _) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a metrics connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+        let Some(stream) = ade_common::net::accept(&listener, &shutdown).await else {
+            break;
         };
         let exporter = exporter.clone();
         let service = hyper::service::service_fn(move |req| {
