@@ -3,6 +3,7 @@
 //! - [`settings`]: the typed settings of `ade-api`.
 //! - [`auth`]: the caller of a request (API key → principal and scope).
 //! - [`keys`]: API keys: made, listed, revoked, looked up by hash.
+//! - [`admission`]: whether the queue has room for another run.
 //! - [`rate_limit`]: a token bucket per key.
 //! - [`routes`]: one module per resource, mirroring the URL tree.
 //! - [`error`]: `ApiError`, the one error type at the HTTP edge (problem+json).
@@ -18,6 +19,7 @@
 //! its address; [`Application::run_until`] serves until the shutdown future
 //! resolves. Tests build the application on port 0 the same way `main` does.
 
+pub mod admission;
 pub mod auth;
 pub mod dispatch;
 pub mod error;
@@ -100,6 +102,7 @@ impl Application {
             instance,
             shutdown: CancellationToken::new(),
             keys: auth::KeyCache::default(),
+            admission: admission::Admission::default(),
             rate_limiter: rate_limit::RateLimiter::new(settings.rate_limit_per_second),
             data_dir: DataDir::new(&settings.common.data_dir),
             metrics,

@@ -31,6 +31,8 @@ pub struct Inner {
     pub instance: uuid::Uuid,
     /// API key lookups, cached.
     pub keys: crate::auth::KeyCache,
+    /// Whether the queue has room for another run.
+    pub admission: crate::admission::Admission,
     /// Per-key request budgets.
     pub rate_limiter: crate::rate_limit::RateLimiter,
     /// This process's metric families.

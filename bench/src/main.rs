@@ -22,7 +22,10 @@ use serde::Serialize;
 use stack::{Shape, Stack};
 
 #[derive(Parser)]
-#[command(version, about = "Benchmarks the ADE Runs fleet against the bare engine.")]
+#[command(
+    version,
+    about = "Benchmarks the ADE Runs fleet against the bare engine."
+)]
 struct Args {
     /// Worker processes.
     #[arg(long, default_value_t = 1)]
@@ -78,7 +81,10 @@ struct Machine {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!(matches!(args.pool.as_str(), "on" | "off"), "--pool is on or off");
+    anyhow::ensure!(
+        matches!(args.pool.as_str(), "on" | "off"),
+        "--pool is on or off"
+    );
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let concurrency = args.concurrency.unwrap_or(cpus);
     let shape = Shape {
@@ -134,14 +140,23 @@ async fn measure(args: &Args, stack: &mut Stack, concurrency: usize) -> anyhow::
         api: stack.api.id(),
         workers: stack.workers.iter().map(std::process::Child::id).collect(),
     };
-    eprintln!("==> overhead: {} sequential runs of each", args.latency_runs);
+    eprintln!(
+        "==> overhead: {} sequential runs of each",
+        args.latency_runs
+    );
     let overhead = phases::overhead(&job, &bare, args.latency_runs).await?;
     eprintln!("==> throughput: {} runs of each", args.runs);
     let slots = args.workers * concurrency;
     let throughput = phases::throughput(&job, &bare, &pids, args.runs, slots).await?;
-    eprintln!("==> events: {} lines, {} followers", args.lines, args.followers);
+    eprintln!(
+        "==> events: {} lines, {} followers",
+        args.lines, args.followers
+    );
     let events = phases::events(stack, &chatty, &doc, args.lines, args.followers).await?;
-    eprintln!("==> accept: {} clients for {} s", args.clients, args.accept_seconds);
+    eprintln!(
+        "==> accept: {} clients for {} s",
+        args.clients, args.accept_seconds
+    );
     let accept = phases::accept(stack, &config, &doc, args.clients, args.accept_seconds).await?;
     Ok(Report {
         machine: machine(0),
@@ -231,7 +246,10 @@ fn print(r: &Report) {
         println!("| {name} | {fleet:.1} | {bare:.1} |");
     }
     let total = f.engine_ms + f.worker_ms + f.api_ms + f.postgres_ms + f.rabbitmq_ms;
-    println!("| total without the client | {total:.1} | {:.1} |", b.engine_ms);
+    println!(
+        "| total without the client | {total:.1} | {:.1} |",
+        b.engine_ms
+    );
     println!(
         "\naccept: {} clients, {} runs accepted (each found in PostgreSQL), {:.0} runs/s, p50 {:.1} ms, p99 {:.1} ms",
         a.clients, a.accepted, a.per_s, a.latency.p50_ms, a.latency.p99_ms

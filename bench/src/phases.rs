@@ -214,7 +214,11 @@ pub async fn events(
             .header("accept", "text/event-stream")
             .send()
             .await?;
-        anyhow::ensure!(res.status() == 200, "a follower was refused: {}", res.status());
+        anyhow::ensure!(
+            res.status() == 200,
+            "a follower was refused: {}",
+            res.status()
+        );
         readers.push(tokio::spawn(follow(Sse::new(res))));
     }
     stack.start_worker()?;

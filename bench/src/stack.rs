@@ -105,8 +105,15 @@ impl Stack {
 
     /// Starts one more worker.
     pub fn start_worker(&mut self) -> anyhow::Result<()> {
-        let id = format!("bench-worker-{}-{}", self.workers.len(), uuid::Uuid::now_v7().simple());
-        let worker = self.command("ade-worker").env("ADE_WORKER_ID", id).spawn()?;
+        let id = format!(
+            "bench-worker-{}-{}",
+            self.workers.len(),
+            uuid::Uuid::now_v7().simple()
+        );
+        let worker = self
+            .command("ade-worker")
+            .env("ADE_WORKER_ID", id)
+            .spawn()?;
         self.workers.push(worker);
         Ok(())
     }
@@ -173,10 +180,12 @@ impl Stack {
 
     /// A workspace and the sample document uploaded to it.
     pub async fn workspace_with_sample(&self) -> anyhow::Result<(String, String)> {
-        let ws = self.post("/api/v1/workspaces", json!({"name": "bench"})).await?;
+        let ws = self
+            .post("/api/v1/workspaces", json!({"name": "bench"}))
+            .await?;
         let ws = id(&ws)?;
-        let part = reqwest::multipart::Part::bytes(std::fs::read(self.sample())?)
-            .file_name("members.csv");
+        let part =
+            reqwest::multipart::Part::bytes(std::fs::read(self.sample())?).file_name("members.csv");
         let doc: Value = self
             .client
             .post(format!("{}/api/v1/workspaces/{ws}/documents", self.base))
@@ -236,7 +245,10 @@ impl Stack {
             );
         let config: Value = self
             .client
-            .post(format!("{}/api/v1/workspaces/{ws}/configurations", self.base))
+            .post(format!(
+                "{}/api/v1/workspaces/{ws}/configurations",
+                self.base
+            ))
             .multipart(form)
             .send()
             .await?

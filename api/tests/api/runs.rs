@@ -251,6 +251,48 @@ async fn safe_mode_refuses_runs() {
 }
 
 #[tokio::test]
+async fn a_full_queue_refuses_runs_exactly_at_the_limit_and_admits_again_below_it() {
+    const MAX: i64 = 4;
+    let app = TestApp::with(Options {
+        workers: 0,
+        tune_api: Some(|s| s.max_queued_runs = MAX),
+        ..Default::default()
+    })
+    .await;
+    let (config, doc) = app.sample_setup().await;
+    let body = json!({"options": {"document_ids": [doc]}});
+    let mut queued = Vec::new();
+    for _ in 0..MAX {
+        let run = ok_json(app.create_run(&config, &body).await, StatusCode::CREATED).await;
+        queued.push(run["id"].as_str().unwrap().to_owned());
+    }
+    let res = app.create_run(&config, &body).await;
+    assert_eq!(res.headers()["retry-after"], "5");
+    assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "run_queue_full").await;
+
+    // One leaves the queue: the next request counts again and is admitted.
+    let cancel = |id: String| {
+        let app = &app;
+        async move {
+            let res = app
+                .post_json(&format!("/api/v1/runs/{id}/cancel"), &json!({}))
+                .await;
+            ok_json(res, StatusCode::ACCEPTED).await;
+        }
+    };
+    cancel(queued.pop().unwrap()).await;
+    let run = ok_json(app.create_run(&config, &body).await, StatusCode::CREATED).await;
+    queued.push(run["id"].as_str().unwrap().to_owned());
+    let res = app.create_run(&config, &body).await;
+    assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "run_queue_full").await;
+
+    for id in queued {
+        cancel(id).await;
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
 async fn unknown_configurations_documents_and_runs_are_404() {
     let app = TestApp::with(Options::default()).await;
     let (config, doc) = app.sample_setup().await;

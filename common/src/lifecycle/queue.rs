@@ -90,13 +90,13 @@ pub async fn mark_dispatched(
     Ok(())
 }
 
-/// True when at least `max` runs wait (queued or for their build). Reads at
-/// most `max` entries of a partial index, so it stays cheap while the queue
-/// is short, which is when it is asked most.
-pub async fn is_full(db: &impl GenericClient, max: i64) -> Result<bool, tokio_postgres::Error> {
+/// How many runs wait (queued or for their build), counting at most `max`.
+/// Reads at most `max` entries of a partial index, so it stays cheap while
+/// the queue is short.
+pub async fn waiting(db: &impl GenericClient, max: i64) -> Result<i64, tokio_postgres::Error> {
     let row = db
         .cached_query_one(
-            "SELECT count(*) >= $1 FROM (SELECT 1 FROM runs
+            "SELECT count(*) FROM (SELECT 1 FROM runs
                WHERE status IN ('queued', 'waiting_for_build') LIMIT $1) waiting",
             &[&max],
         )

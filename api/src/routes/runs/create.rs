@@ -16,7 +16,7 @@ use ade_common::db::Cached as _;
 use ade_common::events::{EventKind, NewEvent, Source, StreamRef};
 use ade_common::ids::Digest;
 use ade_common::lifecycle::builds::{Reason, Resolved, Target, resolve};
-use ade_common::lifecycle::queue::{self, Job};
+use ade_common::lifecycle::queue::Job;
 use ade_common::lifecycle::runs::{NewRun, create as create_run};
 use ade_common::runs::RunOptions;
 use bytes::Bytes;
@@ -226,7 +226,11 @@ async fn check_preconditions(
     if found.len() != options.document_ids.len() {
         return Err(ApiError::NotFound("document"));
     }
-    if queue::is_full(tx, state.settings.max_queued_runs).await? {
+    if state
+        .admission
+        .is_full(tx, state.settings.max_queued_runs)
+        .await?
+    {
         return Err(ApiError::QueueFull);
     }
     Ok(())
