@@ -77,6 +77,28 @@ impl Snapshot {
     }
 }
 
+/// Seconds of CPU the whole machine spent busy (all CPUs), from `/proc/stat`.
+/// Processes in a PID namespace (the sandboxed engines) are not reliably
+/// added to their parents' reaped time, so the engine's share is what the
+/// machine spent beyond the processes counted by name.
+pub fn machine_busy() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let line = stat.lines().next().unwrap_or_default();
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle and iowait.
+    let busy: u64 = f
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4 && *i < 8)
+        .map(|(_, v)| v)
+        .sum();
+    busy as f64 / TICKS
+}
+
 /// The pid of the oldest process whose command line starts with `name`
 /// (the root of a service's tree, e.g. the postmaster), if any.
 pub fn service_root(name: &str) -> Option<u32> {

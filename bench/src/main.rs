@@ -48,9 +48,16 @@ struct Args {
     /// Seconds of the accept phase.
     #[arg(long, default_value_t = 10.0)]
     accept_seconds: f64,
-    /// Console lines of the events phase's run.
+    /// Console lines of the events phase's burst run (printed as fast as Python can).
     #[arg(long, default_value_t = 20_000)]
     lines: usize,
+    /// Lines per second of the events phase's paced run (its delivered rate
+    /// is this times the followers).
+    #[arg(long, default_value_t = 1_200)]
+    paced_rate: usize,
+    /// Seconds of the paced run.
+    #[arg(long, default_value_t = 5)]
+    paced_seconds: usize,
     /// Followers of the events phase's run.
     #[arg(long, default_value_t = 20)]
     followers: usize,
@@ -67,7 +74,8 @@ struct Report {
     pool: String,
     overhead: phases::Overhead,
     throughput: phases::Throughput,
-    events: phases::Events,
+    events_burst: phases::Events,
+    events_paced: phases::Events,
     accept: phases::Accept,
 }
 
@@ -113,7 +121,11 @@ async fn main() -> anyhow::Result<()> {
 async fn measure(args: &Args, stack: &mut Stack, concurrency: usize) -> anyhow::Result<Report> {
     let (ws, doc) = stack.workspace_with_sample().await?;
     let config = stack.template_config(&ws).await?;
-    let chatty = stack.chatty_config(&ws, args.lines).await?;
+    let burst = stack.chatty_config(&ws, args.lines, None).await?;
+    let paced_lines = args.paced_rate * args.paced_seconds;
+    let paced = stack
+        .chatty_config(&ws, paced_lines, Some(args.paced_rate))
+        .await?;
     let job = Job {
         base: stack.base.clone(),
         client: stack.client.clone(),
@@ -122,12 +134,13 @@ async fn measure(args: &Args, stack: &mut Stack, concurrency: usize) -> anyhow::
     };
     eprintln!("==> building the venvs");
     job.run().await?;
-    Job {
-        config: chatty.clone(),
-        ..job.clone()
+    for config in [&burst, &paced] {
+        let job = Job {
+            config: config.clone(),
+            ..job.clone()
+        };
+        job.run().await?;
     }
-    .run()
-    .await?;
     let build = latest_build(stack, &config).await?;
     let input = stack.scratch.join("members.csv");
     std::fs::copy(stack.sample(), &input)?;
@@ -148,11 +161,18 @@ async fn measure(args: &Args, stack: &mut Stack, concurrency: usize) -> anyhow::
     eprintln!("==> throughput: {} runs of each", args.runs);
     let slots = args.workers * concurrency;
     let throughput = phases::throughput(&job, &bare, &pids, args.runs, slots).await?;
-    eprintln!(
-        "==> events: {} lines, {} followers",
-        args.lines, args.followers
-    );
-    let events = phases::events(stack, &chatty, &doc, args.lines, args.followers).await?;
+    eprintln!("==> events: {} followers", args.followers);
+    let events_burst =
+        phases::events(stack, &burst, &doc, args.lines, None, args.followers).await?;
+    let events_paced = phases::events(
+        stack,
+        &paced,
+        &doc,
+        paced_lines,
+        Some(args.paced_rate),
+        args.followers,
+    )
+    .await?;
     eprintln!(
         "==> accept: {} clients for {} s",
         args.clients, args.accept_seconds
@@ -165,7 +185,8 @@ async fn measure(args: &Args, stack: &mut Stack, concurrency: usize) -> anyhow::
         pool: String::new(),
         overhead,
         throughput,
-        events,
+        events_burst,
+        events_paced,
         accept,
     })
 }
@@ -204,7 +225,7 @@ fn machine(cpus: usize) -> Machine {
 }
 
 fn print(r: &Report) {
-    let (o, t, e, a) = (&r.overhead, &r.throughput, &r.events, &r.accept);
+    let (o, t, a) = (&r.overhead, &r.throughput, &r.accept);
     println!(
         "\nADE Runs bench: {} worker(s) x {} slots, engine pool {}; {} CPUs ({}), {:.0} GiB",
         r.workers, r.concurrency, r.pool, r.machine.cpus, r.machine.cpu_model, r.machine.memory_gib
@@ -236,7 +257,11 @@ fn print(r: &Report) {
     println!("| process | fleet | bare engine |");
     println!("|---|---|---|");
     for (name, fleet, bare) in [
-        ("engine (sandbox, zygote, engine)", f.engine_ms, b.engine_ms),
+        (
+            "engine: sandboxes, zygotes, engines (the rest of the machine)",
+            f.engine_ms,
+            b.engine_ms,
+        ),
         ("ade-worker", f.worker_ms, 0.0),
         ("ade-api", f.api_ms, 0.0),
         ("PostgreSQL", f.postgres_ms, 0.0),
@@ -254,8 +279,13 @@ fn print(r: &Report) {
         "\naccept: {} clients, {} runs accepted (each found in PostgreSQL), {:.0} runs/s, p50 {:.1} ms, p99 {:.1} ms",
         a.clients, a.accepted, a.per_s, a.latency.p50_ms, a.latency.p99_ms
     );
-    println!(
-        "events: {} lines x {} followers, {:.0} events/s delivered, lag p50 {:.1} ms, p99 {:.1} ms",
-        e.lines, e.followers, e.delivered_per_s, e.latency.p50_ms, e.latency.p99_ms
-    );
+    for e in [&r.events_burst, &r.events_paced] {
+        let pace = e.rate.map_or("as fast as it prints".to_owned(), |r| {
+            format!("{r} lines/s")
+        });
+        println!(
+            "events: a run printing {} lines {pace}, {} SSE followers: {:.0} events/s delivered, lag p50 {:.1} ms, p99 {:.1} ms",
+            e.lines, e.followers, e.delivered_per_s, e.latency.p50_ms, e.latency.p99_ms
+        );
+    }
 }

@@ -44,7 +44,8 @@ pub struct CpuPerRun {
     pub api_ms: f64,
     /// `ade-worker` processes themselves.
     pub worker_ms: f64,
-    /// Everything the workers started: sandboxes, zygotes, engines.
+    /// Everything else the machine spent: the workers' sandboxes, zygotes
+    /// and engines (and any background noise).
     pub engine_ms: f64,
     /// The PostgreSQL server (all its processes).
     pub postgres_ms: f64,
@@ -77,28 +78,28 @@ pub struct Pids {
     pub workers: Vec<u32>,
 }
 
-fn cpu_now(pids: &Pids) -> [f64; 6] {
+fn cpu_now(pids: &Pids) -> [f64; 7] {
     let s = Snapshot::take();
     let me = std::process::id();
-    let worker_own: f64 = pids.workers.iter().map(|w| s.own(*w)).sum();
-    let worker_tree: f64 = pids.workers.iter().map(|w| s.tree(*w)).sum();
     let service = |name| cpu::service_root(name).map_or(0.0, |pid| s.tree(pid));
     [
         s.own(pids.api),
-        worker_own,
-        worker_tree - worker_own,
+        pids.workers.iter().map(|w| s.own(*w)).sum(),
+        cpu::machine_busy(),
         service("postgres"),
         service("beam.smp"),
-        s.tree(me),
+        s.own(me),
+        0.0,
     ]
 }
 
-fn per_run(before: [f64; 6], after: [f64; 6], runs: usize) -> CpuPerRun {
+fn per_run(before: [f64; 7], after: [f64; 7], runs: usize) -> CpuPerRun {
     let d = |i: usize| (after[i] - before[i]) * 1000.0 / runs as f64;
+    let named = d(0) + d(1) + d(3) + d(4) + d(5);
     CpuPerRun {
         api_ms: d(0),
         worker_ms: d(1),
-        engine_ms: d(2),
+        engine_ms: (d(2) - named).max(0.0),
         postgres_ms: d(3),
         rabbitmq_ms: d(4),
         client_ms: d(5),
@@ -134,10 +135,7 @@ pub async fn throughput(
     let fleet_cpu = per_run(before, cpu_now(pids), runs);
 
     let me = std::process::id();
-    let (own, tree) = {
-        let s = Snapshot::take();
-        (s.own(me), s.tree(me))
-    };
+    let (own, busy) = (Snapshot::take().own(me), cpu::machine_busy());
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -157,10 +155,10 @@ pub async fn throughput(
         t.await??;
     }
     let bare_secs = started.elapsed().as_secs_f64();
-    let s = Snapshot::take();
+    let client = (Snapshot::take().own(me) - own) * 1000.0 / runs as f64;
     let bare_cpu = CpuPerRun {
-        engine_ms: ((s.tree(me) - s.own(me)) - (tree - own)) * 1000.0 / runs as f64,
-        client_ms: (s.own(me) - own) * 1000.0 / runs as f64,
+        engine_ms: ((cpu::machine_busy() - busy) * 1000.0 / runs as f64 - client).max(0.0),
+        client_ms: client,
         ..Default::default()
     };
     Ok(Throughput {
@@ -179,6 +177,8 @@ pub struct Events {
     pub followers: usize,
     /// Console lines the run printed.
     pub lines: usize,
+    /// The run printed this many lines per second (`None`: as fast as it could).
+    pub rate: Option<usize>,
     /// Events delivered to all followers together, per second.
     pub delivered_per_s: f64,
     /// Persisted (`created_at`) → read by a follower.
@@ -192,6 +192,7 @@ pub async fn events(
     config: &str,
     doc: &str,
     lines: usize,
+    rate: Option<usize>,
     followers: usize,
 ) -> anyhow::Result<Events> {
     stack.stop_workers();
@@ -236,6 +237,7 @@ pub async fn events(
     Ok(Events {
         followers,
         lines,
+        rate,
         delivered_per_s: latencies.len() as f64 / secs,
         latency: summarize(latencies),
     })

@@ -211,8 +211,14 @@ impl Stack {
     }
 
     /// A configuration whose runs each print `lines` console lines (from the
-    /// per-run hook, so a warm engine prints them on every run too).
-    pub async fn chatty_config(&self, ws: &str, lines: usize) -> anyhow::Result<String> {
+    /// per-run hook, so a warm engine prints them on every run too), as fast
+    /// as Python prints or at `rate` lines per second.
+    pub async fn chatty_config(
+        &self,
+        ws: &str,
+        lines: usize,
+        rate: Option<usize>,
+    ) -> anyhow::Result<String> {
         let template = self.repo.join("engine/src/ade_engine/templates/config");
         let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
         for name in [
@@ -229,7 +235,8 @@ impl Stack {
                 body = body.replace(
                     "    run.state[\"tables\"] = 0\n",
                     &format!(
-                        "    run.state[\"tables\"] = 0\n    for i in range({lines}):\n        print(f\"line {{i}}\")\n"
+                        "    run.state[\"tables\"] = 0\n{}",
+                        print_lines(lines, rate)
                     ),
                 );
                 anyhow::ensure!(body.contains("range("), "the template's hook changed");
@@ -238,7 +245,7 @@ impl Stack {
             std::io::Write::write_all(&mut zip, body.as_bytes())?;
         }
         let form = reqwest::multipart::Form::new()
-            .text("name", format!("chatty-{lines}"))
+            .text("name", format!("chatty-{lines}-{}", rate.unwrap_or(0)))
             .part(
                 "package",
                 reqwest::multipart::Part::bytes(zip.finish()?.into_inner()).file_name("c.zip"),
@@ -265,6 +272,16 @@ impl Stack {
             .join(config)
             .join(build)
             .join(".venv/bin/python")
+    }
+}
+
+/// Python that prints `lines` lines, paced in steps of 10 lines at `rate`.
+fn print_lines(lines: usize, rate: Option<usize>) -> String {
+    match rate {
+        None => format!("    for i in range({lines}):\n        print(f\"line {{i}}\")\n"),
+        Some(rate) => format!(
+            "    import time\n    start = time.monotonic()\n    for i in range({lines}):\n        print(f\"line {{i}}\", flush=True)\n        if i % 10 == 9:\n            time.sleep(max(0.0, start + (i + 1) / {rate} - time.monotonic()))\n"
+        ),
     }
 }
 
