@@ -221,16 +221,9 @@ impl Stack {
     ) -> anyhow::Result<String> {
         let template = self.repo.join("engine/src/ade_engine/templates/config");
         let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-        for name in [
-            "pyproject.toml",
-            "README.md",
-            "src/ade_config/__init__.py",
-            "src/ade_config/columns.py",
-            "src/ade_config/hooks.py",
-            "src/ade_config/rows.py",
-            "src/ade_config/validators.py",
-        ] {
-            let mut body = std::fs::read_to_string(template.join(name))?;
+        for name in files_under(&template, Path::new(""))? {
+            let name = name.to_string_lossy().into_owned();
+            let mut body = std::fs::read_to_string(template.join(&name))?;
             if name.ends_with("hooks.py") {
                 body = body.replace(
                     "    run.state[\"tables\"] = 0\n",
@@ -273,6 +266,24 @@ impl Stack {
             .join(build)
             .join(".venv/bin/python")
     }
+}
+
+/// The files under `dir/rel` (bytecode caches aside), as paths relative to `dir`.
+fn files_under(dir: &Path, rel: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir.join(rel))? {
+        let entry = entry?;
+        let path = rel.join(entry.file_name());
+        if entry.file_name() == "__pycache__" {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            files.extend(files_under(dir, &path)?);
+        } else {
+            files.push(path);
+        }
+    }
+    Ok(files)
 }
 
 /// Python that prints `lines` lines, paced in steps of 10 lines at `rate`.
