@@ -129,8 +129,15 @@ def parse_phone(value):
     return f"{formatted} x{extension}" if extension else formatted
 
 
+def _has_letter(text: str) -> bool:
+    """Whether any character is a letter (ASCII text has one exactly when its cases differ)."""
+    if text.isascii():
+        return text.lower() != text.upper()
+    return any(c.isalpha() for c in text)
+
+
 def _split_extension(text: str) -> tuple[str, str]:
-    if text.isdigit() or not any(c.isalpha() or c == "#" for c in text):
+    if text.isdigit() or ("#" not in text and not _has_letter(text)):
         return text, ""
     lower = text.lower()
     for marker in ("extension", "ext.", "ext", " x", "#"):
