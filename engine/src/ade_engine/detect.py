@@ -190,12 +190,14 @@ class Scanner:
         forms = set(self.header_forms)
         forms.update(c.lower() for c in header.cells if c)
         gap = False
+        back, source, row_label = self._back, self._rows, self.row_label
         while True:
-            row = self._next()
+            row = back.pop() if back else next(source, None)  # self._next(), inline: called per row
             if row is None:
+                self.exhausted = True
                 return
             number, cells = row
-            label = self.row_label(number, cells)
+            label = row_label(number, cells)
             if label == "skip":
                 self.skipped["notes"] += 1
                 gap = True

@@ -198,7 +198,11 @@ class TableRun:
             for position, seen in uniques:
                 value = out[position]
                 if value is not None and type(value) is not Invalid:
-                    self._unique(seen, value, number, names[position], *columns[names[position]])
+                    key = value if type(value) is not str else value.casefold()
+                    if key in seen:
+                        self._duplicate(seen[key], value, number, names[position], columns)
+                    elif len(seen) < UNIQUE_LIMIT:
+                        seen[key] = number
             if validators:
                 row_ctx.row = number
                 self._validate(validators, dict(zip(names, out)), row_ctx, columns, number)
@@ -238,14 +242,10 @@ class TableRun:
                         f"invalid_{self.job.types[name]}", f"{value.message}: {text_of(raw)[:80]!r}")
             out[position] = text_of(raw)
 
-    def _unique(self, seen: dict, value, number: int, name: str, header, col_letter) -> None:
-        key = value if type(value) is not str else value.casefold()
-        first = seen.get(key)
-        if first is not None:
-            self._issue(number, header, f"{col_letter}{number}", name, value, "error", "duplicate_value",
-                        f"{name} {text_of(value)[:80]!r} already appears on row {first}")
-        elif len(seen) < UNIQUE_LIMIT:
-            seen[key] = number
+    def _duplicate(self, first: int, value, number: int, name: str, columns: dict) -> None:
+        header, col_letter = columns[name]
+        self._issue(number, header, f"{col_letter}{number}", name, value, "error", "duplicate_value",
+                    f"{name} {text_of(value)[:80]!r} already appears on row {first}")
 
     def _validate(self, validators, record: dict, row_ctx, columns, number: int) -> None:
         for name, validator, with_row in validators:

@@ -17,6 +17,10 @@ _WEEKDAYS = frozenset({"mon", "tue", "tues", "wed", "thu", "thur", "thurs", "fri
 _EXCEL_EPOCH = _dt.date(1899, 12, 30)
 _EMAIL_LOCAL_EXTRA = frozenset("!#$%&'*+/=?^_`{|}~.-")
 _EMAIL_LOCAL_ASCII = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") | _EMAIL_LOCAL_EXTRA
+# Whether a domain is valid, for the domains seen: a column holds few distinct ones
+# (a pure function of the text, so the answers hold across runs of a warm engine).
+_DOMAINS: dict = {}
+_DOMAINS_KEPT = 4096
 _PHONE_SEPARATORS = frozenset(" -./()")
 _TRUE = frozenset({"true", "yes", "y", "1", "x", "t", "on", "✓", "✔"})
 _FALSE = frozenset({"false", "no", "n", "0", "f", "off", ""})
@@ -59,14 +63,21 @@ def text_of(value) -> str:
 def parse_email(value):
     """`Ada@Example.ORG` → `ada@example.org`; `mailto:` and `<…>` are stripped."""
     text = value.strip() if type(value) is str else text_of(value)
-    if text[:7].lower() == "mailto:":
+    if text[:1] in "mM" and text[:7].lower() == "mailto:":
         text = text[7:]
     if text.startswith("<") and text.endswith(">"):
         text = text[1:-1]
     if text.count("@") != 1:
         return Invalid("not an email address")
-    local, domain = text.split("@")
-    if not _valid_local(local) or not _valid_domain(domain):
+    local, _, domain = text.partition("@")
+    if not _valid_local(local):
+        return Invalid("not an email address")
+    valid = _DOMAINS.get(domain)
+    if valid is None:
+        valid = _valid_domain(domain)
+        if len(_DOMAINS) < _DOMAINS_KEPT:
+            _DOMAINS[domain] = valid
+    if not valid:
         return Invalid("not an email address")
     return text.lower()
 
@@ -118,8 +129,15 @@ def parse_phone(value):
     return f"{formatted} x{extension}" if extension else formatted
 
 
+def _has_letter(text: str) -> bool:
+    """Whether any character is a letter (ASCII text has one exactly when its cases differ)."""
+    if text.isascii():
+        return text.lower() != text.upper()
+    return any(c.isalpha() for c in text)
+
+
 def _split_extension(text: str) -> tuple[str, str]:
-    if text.isdigit() or not any(c.isalpha() or c == "#" for c in text):
+    if text.isdigit() or ("#" not in text and not _has_letter(text)):
         return text, ""
     lower = text.lower()
     for marker in ("extension", "ext.", "ext", " x", "#"):

@@ -11,6 +11,7 @@ from .zipstream import EntryTooLarge, ZipStream
 
 MAX_ROWS = 1_048_576
 MAX_TEXT = 32767
+_DATE_CELLS = 50_000  # cells of distinct dates kept per sheet (about 150 years of days)
 _EPOCH = _dt.datetime(1899, 12, 30)
 _EPOCH_DATE = _EPOCH.date()
 _CONTROL = {c: None for c in range(32) if c not in (9, 10, 13)}
@@ -85,6 +86,7 @@ class SheetWriter:
         self.rows = 0
         self.full = False
         self._buffer: list[str] = []
+        self._dates: dict = {}
         self._entry = book.zip.open(f"xl/worksheets/sheet{len(book.titles) + 1}.xml")
         self._entry.write(
             ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
@@ -103,6 +105,7 @@ class SheetWriter:
             self.full = True
             return False
         cells = []
+        dates = self._dates
         for value in values:
             if type(value) is str:
                 if not value:
@@ -114,6 +117,14 @@ class SheetWriter:
                 cells.append('<c t="inlineStr"><is><t>' + value + "</t></is></c>")
             elif value is None:
                 cells.append("<c/>")
+            elif type(value) is _dt.date:
+                # Dates repeat (and their serial costs a subtraction); their cells are kept.
+                cell = dates.get(value)
+                if cell is None:
+                    cell = _cell(value)
+                    if len(dates) < _DATE_CELLS:
+                        dates[value] = cell
+                cells.append(cell)
             else:
                 cells.append(_cell(value))
         self._buffer.append("<row>" + "".join(cells) + "</row>")

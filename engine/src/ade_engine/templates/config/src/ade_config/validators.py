@@ -6,12 +6,20 @@ They run for every row: return None when the record is fine.
 import datetime
 
 
-def joined_in_the_past(record):
+def joined_in_the_past(record, row):
     """A member cannot have joined in the future."""
     joined = record["joined_on"]
-    if isinstance(joined, datetime.date) and joined > datetime.date.today():
+    if isinstance(joined, datetime.date) and joined > _today(row.run):
         return {"field": "joined_on", "code": "future_date", "message": f"joined on {joined}, in the future"}
     return None
+
+
+def _today(run):
+    """Today's date, read once per run (not per row; not at import: a warm engine outlives a day)."""
+    today = run.state.get("today")
+    if today is None:
+        today = run.state["today"] = datetime.date.today()
+    return today
 
 
 def reachable(record):
