@@ -1,10 +1,12 @@
 """Header normalization and similarity; value parsers."""
 
 import datetime
+import itertools
+import random
 
 import pytest
 
-from ade_engine.text import similarity, tokens
+from ade_engine.text import edit_distance, similarity, tokens, within_edits
 from ade_engine.values import Invalid, date_order, parse_date, parse_email, parse_number, parse_phone
 
 
@@ -20,6 +22,34 @@ from ade_engine.values import Invalid, date_order, parse_date, parse_email, pars
 ])
 def test_tokens(header, expected):
     assert tokens(header) == expected
+
+
+def test_within_edits_agrees_with_the_distance_table():
+    # Every pair of words up to 4 letters over a 3-letter alphabet (repeats
+    # and swaps are common there), then longer words a few edits apart.
+    words = ["".join(w) for n in range(5) for w in itertools.product("abc", repeat=n)]
+    pairs = list(itertools.product(words, words))
+    rng = random.Random(7)
+    for _ in range(5000):
+        a = "".join(rng.choice("abcd") for _ in range(rng.randint(4, 10)))
+        b = list(a)
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(b)) if b else 0
+            op = rng.choice("sdit")
+            if op == "s" and b:
+                b[i] = rng.choice("abcd")
+            elif op == "d" and b:
+                del b[i]
+            elif op == "i":
+                b.insert(i, rng.choice("abcd"))
+            elif op == "t" and i + 1 < len(b):
+                b[i], b[i + 1] = b[i + 1], b[i]
+        pairs.append((a, "".join(b)))
+    differ = [(a, b, limit) for a, b in pairs for limit in (0, 1, 2, 3)
+              if within_edits(a, b, limit) != (edit_distance(a, b, limit) <= limit)]
+    assert differ == []
+    assert within_edits("emial", "email", 1) and within_edits("adress", "address", 1)
+    assert not within_edits("phone", "phase", 1)
 
 
 def test_similarity_prefers_the_closest_variant():

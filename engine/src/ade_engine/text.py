@@ -86,6 +86,35 @@ def edit_distance(a: str, b: str, limit: int) -> int:
     return previous[len(b)]
 
 
+def within_edits(a: str, b: str, limit: int) -> bool:
+    """Whether `edit_distance(a, b, limit) <= limit`, decided without the table.
+
+    For the small limits of typos: past the common prefix, the first
+    different character is substituted, deleted, inserted or swapped with
+    its neighbour, and the rest must be within one edit fewer. A header's
+    words are compared with every synonym the first time a run sees them, so
+    this is most of a small run's mapping.
+    """
+    if a == b:
+        return True
+    if limit <= 0 or abs(len(a) - len(b)) > limit:
+        return False
+    start = 0
+    end = min(len(a), len(b))
+    while start < end and a[start] == b[start]:
+        start += 1
+    a, b = a[start:], b[start:]
+    if not a or not b:
+        return True  # the rest of one is inserted: within the length check above
+    rest = limit - 1
+    return (
+        within_edits(a[1:], b[1:], rest)
+        or within_edits(a[1:], b, rest)
+        or within_edits(a, b[1:], rest)
+        or (len(a) > 1 and len(b) > 1 and a[0] == b[1] and a[1] == b[0] and within_edits(a[2:], b[2:], rest))
+    )
+
+
 def word_similarity(a: str, b: str) -> float:
     """1.0 for equal words, 0.85 for a likely typo (`emial`, `adress`), else 0."""
     if a == b:
@@ -94,7 +123,7 @@ def word_similarity(a: str, b: str) -> float:
     if shorter < 4:
         return 0.0
     limit = 1 if shorter < 7 else 2
-    return 0.85 if edit_distance(a, b, limit) <= limit else 0.0
+    return 0.85 if within_edits(a, b, limit) else 0.0
 
 
 def similarity(header: tuple[str, ...], variant: tuple[str, ...]) -> float:
