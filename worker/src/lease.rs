@@ -51,9 +51,8 @@ pub async fn keep_loop(ctx: Context, done: CancellationToken) {
 /// Stops the attempts whose lease may have expired by now.
 fn self_fence(ctx: &Context) {
     for (key, renewed) in ctx.running.held() {
-        if renewed.elapsed() >= ctx.lease {
-            tracing::warn!(run.id = %key.0, attempt = key.1, "lease not renewed for a whole lease period; stopping the run");
-            ctx.running.stop_attempt(key, Reason::LeaseLost);
+        if renewed.elapsed() >= ctx.lease && ctx.running.stop_attempt(key, Reason::LeaseLost) {
+            tracing::warn!(run.id = %key.0, attempt = key.1, "lease not renewed for a whole lease period; stopped the run");
         }
     }
 }
@@ -72,9 +71,13 @@ async fn check(ctx: &Context, held: &[Key], renew: bool) -> anyhow::Result<Vec<H
 fn react(ctx: &Context, held: &[Key], found: &[Held]) {
     for key in held {
         match found.iter().find(|h| (h.run_id, h.attempt) == *key) {
+            // Missing: it moved on, or it ended while the check was under way
+            // (its registration is dropped before its completing transaction,
+            // so then it is no longer here and nothing is stopped or reported).
             None => {
-                tracing::warn!(run.id = %key.0, attempt = key.1, "the run is no longer ours; stopping it");
-                ctx.running.stop_attempt(*key, Reason::LeaseLost);
+                if ctx.running.stop_attempt(*key, Reason::LeaseLost) {
+                    tracing::warn!(run.id = %key.0, attempt = key.1, "the run is no longer ours; stopped it");
+                }
             }
             Some(h) if h.cancel_requested => {
                 tracing::info!(run.id = %key.0, "cancel requested; stopping the run");

@@ -94,12 +94,10 @@ impl Running {
         !stops.is_empty()
     }
 
-    /// Stops one attempt.
-    pub fn stop_attempt(&self, key: Key, reason: Reason) {
+    /// Stops one attempt; false if it is no longer here (it has ended).
+    pub fn stop_attempt(&self, key: Key, reason: Reason) -> bool {
         let stop = self.lock().get(&key).map(|e| e.stop.clone());
-        if let Some(stop) = stop {
-            stop.stop(reason);
-        }
+        stop.map(|stop| stop.stop(reason)).is_some()
     }
 
     /// Stops every run here.
@@ -168,6 +166,19 @@ mod tests {
         );
         assert!(running.stop(run, Reason::Cancelled));
         assert_eq!(second_stop.reason(), Some(Reason::Cancelled));
+    }
+
+    #[test]
+    fn an_attempt_that_has_ended_is_not_stopped() {
+        let running = Running::default();
+        let key = (Uuid::now_v7(), 1);
+        let (stop, registration) = running.register(key, Instant::now());
+        drop(registration);
+        assert!(!running.stop_attempt(key, Reason::LeaseLost));
+        assert_eq!(stop.reason(), None);
+        let (stop, _registration) = running.register(key, Instant::now());
+        assert!(running.stop_attempt(key, Reason::LeaseLost));
+        assert_eq!(stop.reason(), Some(Reason::LeaseLost));
     }
 
     #[test]
