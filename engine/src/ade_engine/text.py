@@ -92,8 +92,9 @@ def within_edits(a: str, b: str, limit: int) -> bool:
     For the small limits of typos: past the common prefix, the first
     different character is substituted, deleted, inserted or swapped with
     its neighbour, and the rest must be within one edit fewer. A header's
-    words are compared with every synonym the first time a run sees them, so
-    this is most of a small run's mapping.
+    words are compared with every synonym the first time a process sees them
+    (a run forked from a warm engine always looks first), so this is most of
+    a small run's mapping.
     """
     if a == b:
         return True
