@@ -98,6 +98,20 @@ pub enum BrokerError {
     /// Not connected right now; a reconnect is under way in the background.
     #[error("not connected to the broker; reconnecting")]
     NotConnected,
+    /// A job queue exists with other arguments than this release declares
+    /// (a classic queue of a release before quorum queues): a queue's
+    /// arguments cannot change in place.
+    #[error(
+        "the queue {queue} exists with other arguments than this release declares ({detail}); \
+         a queue's arguments cannot change in place: move it as docs/operations.md says \
+         (\"Moving the job queues to quorum queues\")"
+    )]
+    Inequivalent {
+        /// The queue.
+        queue: String,
+        /// The broker's words.
+        detail: String,
+    },
 }
 
 /// Opens a connection named `name` (shown in the management UI).
@@ -110,7 +124,7 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
 }
 
 /// Declares every exchange and queue (idempotent).
-pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), lapin::Error> {
+pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), BrokerError> {
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
@@ -169,7 +183,8 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), lapin
     ] {
         channel
             .queue_declare(name.as_str().into(), queue, args.clone())
-            .await?;
+            .await
+            .map_err(|e| inequivalent(e, &name))?;
         channel
             .queue_bind(
                 name.as_str().into(),
@@ -191,6 +206,23 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), lapin
             .await?;
     }
     Ok(())
+}
+
+/// The broker's refusal of a queue declared with other arguments, named as
+/// such; any other error as it is.
+fn inequivalent(error: lapin::Error, queue: &str) -> BrokerError {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(e)
+            if *e.kind() == AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED) =>
+        {
+            BrokerError::Inequivalent {
+                queue: queue.to_owned(),
+                detail: e.get_message().to_string(),
+            }
+        }
+        _ => BrokerError::Unavailable(error),
+    }
 }
 
 /// Consumes a fanout exchange through an exclusive, auto-delete queue named
