@@ -17,7 +17,7 @@ pub struct CommonSettings {
     #[arg(
         long,
         env = "ADE_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        default_value = DEFAULT_AMQP_URL,
         hide_env_values = true
     )]
     pub amqp_url: String,
@@ -41,13 +41,20 @@ pub struct CommonSettings {
     pub log_format: crate::telemetry::LogFormat,
 }
 
+/// The broker a local install and the tests use unless `ADE_AMQP_URL` says otherwise.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// `ADE_AMQP_URL`, or [`DEFAULT_AMQP_URL`] (for tests and tools that read no settings).
+pub fn amqp_url_from_env() -> String {
+    std::env::var("ADE_AMQP_URL").unwrap_or_else(|_| DEFAULT_AMQP_URL.into())
+}
+
 impl CommonSettings {
     /// Settings for tests and tools: defaults, with the given database, prefix and data dir.
     pub fn for_tests(database_url: String, amqp_prefix: String, data_dir: PathBuf) -> Self {
         Self {
             database_url,
-            amqp_url: std::env::var("ADE_AMQP_URL")
-                .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+            amqp_url: amqp_url_from_env(),
             amqp_prefix,
             data_dir,
             engine_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../engine"),

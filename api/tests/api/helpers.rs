@@ -255,8 +255,7 @@ impl TestApp {
     /// A job publisher on this test's prefix, connected.
     pub async fn job_publisher(&self) -> ade_common::amqp::Publisher {
         let publisher = ade_common::amqp::Publisher::new(
-            std::env::var("ADE_AMQP_URL")
-                .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+            ade_common::settings::amqp_url_from_env(),
             format!("{}:test", self.prefix),
             ade_common::amqp::Topology::new(self.prefix.clone()),
         );

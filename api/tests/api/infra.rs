@@ -113,8 +113,7 @@ pub async fn drop_database(name: &str) {
 
 /// Messages ready in `<prefix>.runs` (a settled job leaves none).
 pub async fn ready_messages(prefix: &str) -> u32 {
-    let url = std::env::var("ADE_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let url = ade_common::settings::amqp_url_from_env();
     let conn = ade_common::amqp::connect(&url, "test-check").await.unwrap();
     let channel = conn.create_channel().await.unwrap();
     let passive = lapin::options::QueueDeclareOptions {
@@ -137,28 +136,11 @@ pub async fn ready_messages(prefix: &str) -> u32 {
 }
 
 pub async fn delete_broker_objects(prefix: &str) {
-    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-    let url = std::env::var("ADE_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let url = ade_common::settings::amqp_url_from_env();
     let conn = ade_common::amqp::connect(&url, "test-cleanup")
         .await
         .unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    for queue in ["runs", "builds", "dead"] {
-        let _ = channel
-            .queue_delete(
-                format!("{prefix}.{queue}").as_str().into(),
-                QueueDeleteOptions::default(),
-            )
-            .await;
-    }
-    for exchange in ["jobs", "events", "control", "dead"] {
-        let _ = channel
-            .exchange_delete(
-                format!("{prefix}.{exchange}").as_str().into(),
-                ExchangeDeleteOptions::default(),
-            )
-            .await;
-    }
+    let topology = ade_common::amqp::Topology::new(prefix);
+    ade_common::amqp::delete(&conn, &topology).await.unwrap();
     let _ = conn.close(200, "done".into()).await;
 }

@@ -67,8 +67,7 @@ async fn classic_job_queues_of_an_earlier_release_are_named_and_moved_as_the_run
     let (config, doc) = app.sample_setup().await;
     // The runs queue as a release before quorum queues left it: classic,
     // bound to the jobs exchange.
-    let url = std::env::var("ADE_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let url = ade_common::settings::amqp_url_from_env();
     let conn = ade_common::amqp::connect(&url, "test-earlier-release")
         .await
         .unwrap();

@@ -208,6 +208,36 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), Broke
     Ok(())
 }
 
+/// Deletes every queue and exchange [`declare`] makes under the topology's
+/// prefix (tests and benchmarks clean up after themselves; quorum queues
+/// keep their files until deleted). Missing ones are no error.
+pub async fn delete(conn: &Connection, topology: &Topology) -> Result<(), lapin::Error> {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    // A failed delete closes its channel: one channel per object.
+    for queue in [
+        topology.runs_queue(),
+        topology.builds_queue(),
+        topology.dead(),
+    ] {
+        let channel = conn.create_channel().await?;
+        let _ = channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for exchange in [
+        topology.jobs_exchange(),
+        topology.events_exchange(),
+        topology.control_exchange(),
+        topology.dead(),
+    ] {
+        let channel = conn.create_channel().await?;
+        let _ = channel
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    Ok(())
+}
+
 /// The broker's refusal of a queue declared with other arguments, named as
 /// such; any other error as it is.
 fn inequivalent(error: lapin::Error, queue: &str) -> BrokerError {
