@@ -2,6 +2,7 @@
 //! `ade-api` and `ade-worker` binaries from this target folder, an admin key,
 //! a workspace, configurations and the sample document.
 
+use ade_common::amqp::Topology;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ pub struct Stack {
     bins: PathBuf,
     env: Vec<(String, String)>,
     db_name: String,
+    prefix: String,
 }
 
 /// How to start the fleet.
@@ -53,6 +55,7 @@ impl Stack {
         let tag = uuid::Uuid::now_v7().simple().to_string();
         let db_name = format!("ade_bench_{tag}");
         let db_url = format!("{}/{db_name}", server_url());
+        let prefix = format!("bench-{tag}");
         let scratch = std::env::temp_dir().join(format!("ade-bench-{tag}"));
         std::fs::create_dir_all(&scratch)?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -60,7 +63,7 @@ impl Stack {
             .port();
         let env: Vec<(String, String)> = [
             ("ADE_DATABASE_URL", db_url.clone()),
-            ("ADE_AMQP_PREFIX", format!("bench-{tag}")),
+            ("ADE_AMQP_PREFIX", prefix.clone()),
             ("ADE_DATA_DIR", scratch.join("data").display().to_string()),
             ("ADE_VENVS_DIR", scratch.join("venvs").display().to_string()),
             ("ADE_ENGINE_DIR", repo.join("engine").display().to_string()),
@@ -85,6 +88,7 @@ impl Stack {
             bins,
             env,
             db_name,
+            prefix,
         };
         stack.command("ade-api").arg("migrate").status()?;
         let key = stack
@@ -148,11 +152,16 @@ impl Stack {
         self.workers.clear();
     }
 
-    /// Stops everything and drops the database and scratch folder.
+    /// Stops everything and drops the database, the broker's queues and
+    /// exchanges of the prefix, and the scratch folder.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.stop_workers();
         let _ = self.api.kill();
         let _ = self.api.wait();
+        let url = ade_common::settings::amqp_url_from_env();
+        let conn = ade_common::amqp::connect(&url, "ade-bench-cleanup").await?;
+        ade_common::amqp::delete(&conn, &Topology::new(self.prefix.clone())).await?;
+        let _ = conn.close(200, "done".into()).await;
         let admin = ade_common::db::connect(&format!("{}/postgres", server_url())).await?;
         admin
             .execute(
