@@ -209,8 +209,10 @@ fn evict_for_one_more(entries: &mut HashMap<Uuid, Entry>, size: usize) -> Vec<En
     evicted
 }
 
-/// Stops zygotes and removes their scratch folders. A zygote's runs in
-/// flight keep their own references: it dies when the last one is done.
+/// Stops zygotes and removes their scratch folders. A zygote's runs keep
+/// their own references (the engine's handle while it runs, the run's
+/// folder until its outputs are copied): it dies, and its scratch goes,
+/// when the last one is done.
 async fn retire(entries: Vec<Entry>) {
     for entry in entries {
         tracing::debug!(runs = entry.runs, "retiring a warm engine");
@@ -224,5 +226,74 @@ async fn retire(entries: Vec<Entry>) {
             drop(zygote);
             let _ = tokio::fs::remove_dir_all(&scratch).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::warm::{RunFolder, clean};
+
+    /// A stand-in zygote: says it is ready, then waits for the worker to hang up.
+    async fn fake(_scratch: PathBuf) -> anyhow::Result<Command> {
+        let mut cmd = Command::new("python3");
+        cmd.args([
+            "-c",
+            "import os, socket\n\
+             s = socket.socket(fileno=int(os.environ['ADE_ZYGOTE_FD']))\n\
+             s.send(b'{\"op\": \"ready\"}')\n\
+             s.recv(1)",
+        ]);
+        Ok(cmd)
+    }
+
+    async fn gone_within(path: &std::path::Path, limit: Duration) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if !path.exists() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        !path.exists()
+    }
+
+    #[tokio::test]
+    async fn a_retired_zygotes_scratch_stays_until_its_runs_folders_are_cleaned() {
+        let root = std::env::temp_dir().join(format!("ade-pool-{}", Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&root).unwrap();
+        let settings = PoolSettings {
+            size: 2,
+            max_runs: 1,
+            idle: Duration::from_secs(3600),
+        };
+        let pool = Pool::new(settings, root.join("pool"));
+        let build = Uuid::now_v7();
+        let first = pool.lease(build, &root, fake).await.unwrap();
+        // A run's folder, with an output its worker has yet to copy; the
+        // engine's handle (the lease here) is gone, as when the engine exited.
+        let folder = RunFolder::new(&first, "run-1");
+        let output = folder.path().join("outputs").join("table.csv");
+        std::fs::create_dir_all(output.parent().unwrap()).unwrap();
+        std::fs::write(&output, "id\n1\n").unwrap();
+        let first_scratch = first.scratch.clone();
+        drop(first);
+
+        // The next run finds the zygote spent (one run each) and retires it.
+        let second = pool.lease(build, &root, fake).await.unwrap();
+        assert_ne!(second.scratch, first_scratch, "a new zygote took over");
+        assert!(
+            !gone_within(&output, Duration::from_millis(600)).await,
+            "the output was removed before the run's worker copied it"
+        );
+
+        clean(folder).await;
+        assert!(
+            gone_within(&first_scratch, Duration::from_secs(3)).await,
+            "the retired zygote's scratch is removed once its last run is done"
+        );
+        drop(second);
+        pool.close().await;
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

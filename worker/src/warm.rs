@@ -10,14 +10,16 @@
 //! shared storage, each opened without following links.
 
 use crate::Context;
+use crate::pool::Lease;
 use crate::process::{Channel, Output};
 use crate::sandbox::{Mode, Sandbox, layout};
-use crate::zygote::{PooledRun, RunRequest};
+use crate::zygote::{PooledRun, RunRequest, Zygote};
 use ade_common::lifecycle::Claim;
 use ade_common::runs::{Failure, OutputFile};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::process::Command;
 use uuid::Uuid;
 
@@ -31,8 +33,29 @@ pub struct WarmRun {
     pub folder: RunFolder,
 }
 
-/// A warm run's folder in its zygote's scratch (host path).
-pub struct RunFolder(PathBuf);
+/// A warm run's folder in its zygote's scratch (host path). It holds the
+/// zygote: a retired zygote's scratch is removed only once no run holds it
+/// ([`crate::pool`]), so the folder lasts until the run's outputs are
+/// copied and it is cleaned, not only while the engine runs.
+pub struct RunFolder {
+    path: PathBuf,
+    _zygote: Arc<Zygote>,
+}
+
+impl RunFolder {
+    /// The folder `runs/<token>` in the scratch of `lease`'s zygote.
+    pub fn new(lease: &Lease, token: &str) -> Self {
+        Self {
+            path: lease.scratch.join("runs").join(token),
+            _zygote: lease.zygote.clone(),
+        }
+    }
+
+    /// Where it is on the host.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
 
 /// One input: the document's file, and its name for the engine.
 pub type Input = (PathBuf, String);
@@ -60,22 +83,22 @@ pub async fn start(
         }
     };
     let token = format!("{}-{}", claim.run_id.simple(), claim.attempt);
-    let dir = lease.scratch.join("runs").join(&token);
+    let folder = RunFolder::new(&lease, &token);
     let started = async {
-        let (request, fds) = prepare(ctx, claim, &lease.scratch, &dir, inputs).await?;
+        let (request, fds) = prepare(ctx, claim, &lease.scratch, folder.path(), inputs).await?;
         let (pipes, outputs) = pipes()?;
         let child = lease.zygote.run(&request, pipes, fds).await?;
-        anyhow::Ok(WarmRun {
-            child,
-            outputs,
-            folder: RunFolder(dir.clone()),
-        })
+        anyhow::Ok((child, outputs))
     };
     match started.await {
-        Ok(run) => Some(run),
+        Ok((child, outputs)) => Some(WarmRun {
+            child,
+            outputs,
+            folder,
+        }),
         Err(e) => {
             tracing::warn!(run.id = %claim.run_id, error = %e, "the warm engine did not take the run; spawning the engine");
-            let _ = tokio::fs::remove_dir_all(&dir).await;
+            clean(folder).await;
             None
         }
     }
@@ -89,7 +112,7 @@ pub async fn publish(
     outputs: &Path,
     events: &crate::events::EventSink,
 ) -> Result<Vec<OutputFile>, Failure> {
-    let written = folder.0.join("outputs");
+    let written = folder.path.join("outputs");
     let files = crate::outputs::publish(&ctx.sandbox, &written, &ctx.limits, events).await?;
     for file in &files {
         let (from, to) = (written.join(&file.name), outputs.join(&file.name));
@@ -102,9 +125,9 @@ pub async fn publish(
     Ok(files)
 }
 
-/// Removes a warm run's folder.
+/// Removes a warm run's folder (and lets its zygote's scratch go).
 pub async fn clean(folder: RunFolder) {
-    let _ = tokio::fs::remove_dir_all(&folder.0).await;
+    let _ = tokio::fs::remove_dir_all(&folder.path).await;
 }
 
 /// Copies a regular file without following a link at `from`.
