@@ -34,6 +34,13 @@ pub struct RunOutcome {
     pub code: String,
 }
 
+/// Labels of an engine start.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LaunchMode {
+    /// `forked` (by a warm engine) or `spawned`.
+    pub mode: String,
+}
+
 /// The families every process registers.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -73,6 +80,8 @@ pub struct Metrics {
     pub cache_bytes: Gauge,
     /// Terminal runs deleted by retention.
     pub retention_deleted: Counter,
+    /// Engines started, by how (`forked` or `spawned`).
+    pub engine_launches: Family<LaunchMode, Counter>,
 }
 
 /// Buckets from 5 ms to about 45 min.
@@ -102,6 +111,7 @@ impl Metrics {
             slots_free: Gauge::default(),
             cache_bytes: Gauge::default(),
             retention_deleted: Counter::default(),
+            engine_launches: Family::default(),
         };
         let r = registry;
         r.register(
@@ -193,6 +203,11 @@ impl Metrics {
             "ade_retention_deleted_runs",
             "Terminal runs deleted by retention",
             m.retention_deleted.clone(),
+        );
+        r.register(
+            "ade_engine_launches",
+            "Engines started, forked by a warm engine or spawned",
+            m.engine_launches.clone(),
         );
         m
     }

@@ -1,7 +1,7 @@
 //! This worker in the fleet: its heartbeat row, and its share of reaping.
 //!
 //! The heartbeat keeps a `workers` row fresh (host, concurrency, runs in
-//! flight, venv cache size, sandbox mode) for `GET /api/v1/workers`; the row is removed on
+//! flight, venv cache size, sandbox mode, cgroup) for `GET /api/v1/workers`; the row is removed on
 //! a clean exit and simply goes stale when the worker is killed. Every worker
 //! also runs the reaper; `SKIP LOCKED` lets them all do so at once.
 
@@ -49,10 +49,10 @@ pub async fn heartbeat_loop(
 async fn beat(ctx: &Context, cache_bytes: u64) -> anyhow::Result<()> {
     let db = ctx.pool.get().await?;
     db.cached_execute(
-        "INSERT INTO workers (id, incarnation, host, concurrency, in_flight, venv_cache_bytes, sandbox)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "INSERT INTO workers (id, incarnation, host, concurrency, in_flight, venv_cache_bytes, sandbox, cgroup)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (id) DO UPDATE SET incarnation = $2, host = $3, concurrency = $4, in_flight = $5,
-             venv_cache_bytes = $6, sandbox = $7, heartbeat_at = now(),
+             venv_cache_bytes = $6, sandbox = $7, cgroup = $8, heartbeat_at = now(),
              started_at = CASE WHEN workers.incarnation IS DISTINCT FROM $2 THEN now()
                                ELSE workers.started_at END",
         &[
@@ -63,6 +63,7 @@ async fn beat(ctx: &Context, cache_bytes: u64) -> anyhow::Result<()> {
             &(ctx.running.len() as i32),
             &(cache_bytes as i64),
             &ctx.sandbox.mode().as_str(),
+            &ctx.cgroups.as_ref().map_or("none", |c| c.label()),
         ],
     )
     .await?;

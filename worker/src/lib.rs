@@ -10,13 +10,16 @@
 //! - [`venv`]: the host-local venv cache (lock, temp folder, marker, rename).
 //! - [`wheels`]: the engine and configuration wheels venvs are installed from.
 //! - [`cache`]: build and in-use locks, and the collector of unused venvs.
-//! - [`engine`]: inputs, the engine subprocess, and its events.
+//! - [`engine`]: one run's engine, top-down: launch (forked or spawned),
+//!   supervision, how it ended ([`engine::completion`]).
 //! - [`sandbox`]: what configuration code may see and do (bubblewrap).
-//! - [`limits`]: rlimits of sandboxed processes and the failure codes they give.
+//! - [`cgroup`]: a cgroup per run: its processes' memory and count together.
+//! - [`area`]: a run's size-capped tmpfs, held by the worker through a descriptor.
+//! - [`limits`]: rlimits of sandboxed processes and the failure codes of limits.
 //! - [`outputs`]: publishing an attempt's output files (regular files only).
-//! - [`process`]: guarded subprocesses (process group, deadline, cancel).
-//! - [`pool`]: the warm engine pool, one [`zygote`] per build and host.
-//! - [`fdpass`]: messages with descriptors over a seqpacket socket.
+//! - [`process`]: guarded subprocesses (process group, deadline, cancel, bounds).
+//! - [`pool`]: the warm engine pool: a zygote per build and host, runs forked.
+//! - [`fdpass`]: messages with descriptors (and the sender's pid) over seqpacket sockets.
 //! - [`stop`]: why an in-flight run is stopped early (cancel, lost lease, shutdown).
 //! - [`fleet`]: this worker's heartbeat and the reaper of lost runs.
 //! - [`events`]: batched, fenced event writes for one stream.
@@ -25,9 +28,11 @@
 //! [`Worker::build`] prepares everything; [`Worker::run`] consumes until its
 //! cancellation token fires, then lets in-flight runs finish.
 
+pub mod area;
 pub mod builder;
 pub mod builds;
 pub mod cache;
+pub mod cgroup;
 pub mod engine;
 pub mod events;
 pub mod fdpass;
@@ -45,9 +50,7 @@ pub mod settings;
 pub mod slots;
 pub mod stop;
 pub mod venv;
-pub mod warm;
 pub mod wheels;
-pub mod zygote;
 
 use ade_common::amqp::Topology;
 use ade_common::events::Origin;
@@ -94,8 +97,14 @@ pub struct Context {
     pub running: stop::Running,
     /// The run slots (`ADE_WORKER_CONCURRENCY`).
     pub slots: slots::Slots,
-    /// The warm engine pool (`ADE_ENGINE_POOL=on`).
+    /// The warm engine pool (`ADE_ENGINE_POOL=on`, with the sandbox on).
     pub engines: Option<Arc<pool::Pool>>,
+    /// Where runs get cgroups; `None` where the host offers none.
+    pub cgroups: Option<Arc<cgroup::Cgroups>>,
+    /// `ADE_RUN_MEMORY_BYTES`: a run's processes together.
+    pub memory_bytes: u64,
+    /// `ADE_MAX_OUTPUT_BYTES`: what a run's area may hold.
+    pub max_output_bytes: u64,
     /// Attempts before a lost run fails.
     pub max_attempts: u32,
     /// This worker's metric families.
@@ -106,6 +115,23 @@ impl Context {
     /// A new event sink for a stream, writing under `fence`.
     pub fn sink(&self, origin: Origin, fence: Fence) -> events::EventSink {
         events::EventSink::start(self.pool.clone(), self.events.clone(), origin, fence)
+    }
+
+    /// What a run's cgroup holds it to.
+    pub fn run_bounds(&self) -> cgroup::Bounds {
+        cgroup::Bounds {
+            memory_bytes: self.memory_bytes,
+            processes: self.limits.processes,
+        }
+    }
+
+    /// What a run's outcome is decided against.
+    pub fn completion_bounds(&self) -> engine::completion::Bounds {
+        engine::completion::Bounds {
+            memory_bytes: self.memory_bytes,
+            max_output_bytes: self.max_output_bytes,
+            limits: self.limits,
+        }
     }
 }
 
@@ -120,6 +146,7 @@ pub struct Worker {
 impl Worker {
     /// Detects the engine and Python, prepares the cache and the pool.
     pub async fn build(settings: WorkerSettings) -> anyhow::Result<Self> {
+        close_inherited_descriptors();
         let engine_dir =
             std::path::absolute(&settings.common.engine_dir).context("resolving ADE_ENGINE_DIR")?;
         let identity =
@@ -140,6 +167,20 @@ impl Worker {
         let pool_size = usize::from(settings.concurrency()) * 2 + 4;
         let pool = ade_common::db::pool(&settings.common.database_url, pool_size)?;
         let claimant = Claimant::new(settings.worker_id());
+        let cgroups = match cgroup::Cgroups::detect(claimant.incarnation) {
+            Ok(cgroups) => Some(Arc::new(cgroups)),
+            Err(why) => {
+                tracing::warn!(
+                    "runs get no cgroup on this host ({why}): a run's processes are bounded one by \
+                     one (rlimits), not together, and memory_limit cannot be observed. \
+                     GET /api/v1/workers shows cgroup: none."
+                );
+                None
+            }
+        };
+        // A run's area on the host is only ever reached through descriptors;
+        // the warm pool's scratch folders of earlier releases are removed.
+        let _ = tokio::fs::remove_dir_all(root.join(".pool")).await;
         let prefix = &settings.common.amqp_prefix;
         let topology = Topology::new(prefix.clone());
         let mut registry = prometheus_client::registry::Registry::default();
@@ -171,7 +212,13 @@ impl Worker {
             host: settings::hostname(),
             lease: settings.lease(),
             run_timeout: Duration::from_secs(settings.run_timeout_seconds),
-            limits: settings.run_limits(),
+            limits: match cgroups {
+                Some(_) => settings.run_limits().without_address_space(),
+                None => settings.run_limits(),
+            },
+            cgroups,
+            memory_bytes: settings.run_memory_bytes,
+            max_output_bytes: settings.max_output_bytes,
             venvs: Arc::new(venv::VenvCache {
                 root: root.clone(),
                 uv: settings.uv.clone(),
@@ -188,9 +235,7 @@ impl Worker {
             data_dir: DataDir::new(&settings.common.data_dir),
             running: stop::Running::default(),
             slots: slots::Slots::new(settings.concurrency()),
-            engines: settings
-                .pool()
-                .map(|limits| Arc::new(pool::Pool::new(limits, root.join(".pool")))),
+            engines: pool_of(&settings),
             max_attempts: settings.common.max_attempts,
             metrics,
         };
@@ -254,6 +299,7 @@ impl Worker {
         ));
         let reaper = tokio::spawn(fleet::reap_loop(self.ctx.clone(), shutdown.clone()));
         let engines = self.ctx.engines.clone();
+        let cgroups = self.ctx.cgroups.clone();
         let idle = engines
             .clone()
             .map(|p| tokio::spawn(idle_loop(p, shutdown.clone())));
@@ -272,6 +318,9 @@ impl Worker {
         if let Some(engines) = engines {
             engines.close().await;
         }
+        if let Some(cgroups) = &cgroups {
+            cgroups.remove();
+        }
         if let Some(idle) = idle {
             idle.await?;
         }
@@ -285,12 +334,34 @@ impl Worker {
     }
 }
 
+/// The warm pool, if it is on and the sandbox too: a forked run is
+/// isolated with namespaces, which `ADE_ENGINE_SANDBOX=off` hosts lack.
+fn pool_of(settings: &WorkerSettings) -> Option<Arc<pool::Pool>> {
+    let pool = settings.pool()?;
+    if settings.engine_sandbox == sandbox::Mode::Off {
+        tracing::warn!(
+            "ADE_ENGINE_POOL=on needs the sandbox; with ADE_ENGINE_SANDBOX=off every run spawns"
+        );
+        return None;
+    }
+    Some(Arc::new(pool::Pool::new(pool)))
+}
+
+/// Marks every descriptor this process inherited close-on-exec, so none
+/// reaches a sandbox (a launching shell's pipe, say).
+fn close_inherited_descriptors() {
+    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets a flag.
+    unsafe {
+        libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32);
+    }
+}
+
 /// Stops idle warm engines every half minute until `shutdown`.
 async fn idle_loop(pool: Arc<pool::Pool>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(30)) => pool.collect_idle().await,
+            _ = tokio::time::sleep(Duration::from_secs(30)) => pool.collect_idle(),
         }
     }
 }

@@ -6,10 +6,10 @@
 //! counts it per user, so it is set inside the sandbox, where the user is
 //! the run's own.
 //!
-//! A run that hits a limit fails with a code saying which: the engine
-//! reports a `MemoryError` (`memory_limit`) or an `EFBIG` (`file_size_limit`)
-//! in its `run.error` event; a death by `SIGXCPU`, or by `SIGKILL` once the
-//! CPU limit could have been reached, is the CPU limit.
+//! The failure codes of limits are decided from what the worker observed
+//! (see `engine::completion`): a death by `SIGXCPU`, or by `SIGKILL` once
+//! the CPU limit could have been reached, is the CPU limit; memory and
+//! output bounds of a whole run are watched through its cgroup and area.
 
 use ade_common::runs::Failure;
 use serde::Serialize;
@@ -83,53 +83,20 @@ impl Limits {
         set(libc::RLIMIT_CORE, 0, 0)
     }
 
-    /// The failure of an engine that exited with `exit_code` (non-zero),
-    /// having reported `engine_code` in `run.error`, after `elapsed`.
-    pub fn failure(&self, exit_code: i32, engine_code: Option<&str>, elapsed: Duration) -> Failure {
-        match engine_code {
-            Some("memory_limit") => Failure::new(
-                "run",
-                "memory_limit",
-                format!(
-                    "the run needed more than its memory limit of {} bytes (ADE_RUN_MEMORY_BYTES)",
-                    self.address_space_bytes
-                ),
-            ),
-            Some("file_size_limit") => self.output_limit(),
-            _ if self.hit_cpu_limit(exit_code, elapsed) => Failure::new(
-                "run",
-                "cpu_limit",
-                format!(
-                    "the run used more than its {} seconds of CPU time and was killed",
-                    self.cpu_seconds
-                ),
-            ),
-            _ => Failure::new(
-                "run",
-                "engine_failed",
-                format!(
-                    "the engine exited with code {exit_code}; its output is in the run's console.line events"
-                ),
-            ),
+    /// These limits without the per-process address-space cap: where a
+    /// cgroup bounds a run's memory as a whole, that bound decides (and the
+    /// worker sees it), not a `MemoryError` the engine could fake.
+    pub fn without_address_space(self) -> Self {
+        Self {
+            address_space_bytes: libc::RLIM_INFINITY,
+            ..self
         }
-    }
-
-    /// The failure of a run whose outputs are larger than allowed.
-    pub fn output_limit(&self) -> Failure {
-        Failure::new(
-            "run",
-            "output_limit",
-            format!(
-                "the run's outputs exceed {} bytes (ADE_MAX_OUTPUT_BYTES)",
-                self.file_size_bytes
-            ),
-        )
     }
 
     /// Death by `SIGXCPU` is the soft limit. `SIGKILL` is the hard one only
     /// if that much CPU time could have been used: CPU seconds never exceed
     /// wall seconds times the CPUs of the host.
-    fn hit_cpu_limit(&self, exit_code: i32, elapsed: Duration) -> bool {
+    pub fn hit_cpu_limit(&self, exit_code: i32, elapsed: Duration) -> bool {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         match exit_code - 128 {
             libc::SIGXCPU => true,
@@ -137,6 +104,35 @@ impl Limits {
             _ => false,
         }
     }
+}
+
+/// The failure of a run whose outputs (or area) hold more than `max` bytes.
+pub fn output_limit(max: u64) -> Failure {
+    Failure::new(
+        "run",
+        "output_limit",
+        format!("the run's outputs exceed {max} bytes (ADE_MAX_OUTPUT_BYTES)"),
+    )
+}
+
+/// The failure of a run whose processes needed more than `memory` bytes.
+pub fn memory_limit(memory: u64) -> Failure {
+    Failure::new(
+        "run",
+        "memory_limit",
+        format!(
+            "the run needed more than its memory limit of {memory} bytes (ADE_RUN_MEMORY_BYTES)"
+        ),
+    )
+}
+
+/// The failure of a run killed at its CPU limit.
+pub fn cpu_limit(seconds: u64) -> Failure {
+    Failure::new(
+        "run",
+        "cpu_limit",
+        format!("the run used more than its {seconds} seconds of CPU time and was killed"),
+    )
 }
 
 fn set(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> io::Result<()> {
@@ -160,40 +156,13 @@ mod tests {
     }
 
     #[test]
-    fn engine_reports_become_limit_codes() {
-        let quick = Duration::from_secs(1);
-        assert_eq!(
-            limits().failure(1, Some("memory_limit"), quick).code,
-            "memory_limit"
-        );
-        assert_eq!(
-            limits().failure(1, Some("file_size_limit"), quick).code,
-            "output_limit"
-        );
-        assert_eq!(
-            limits().failure(1, Some("config_error"), quick).code,
-            "engine_failed"
-        );
-        assert_eq!(limits().failure(1, None, quick).code, "engine_failed");
-    }
-
-    #[test]
     fn cpu_deaths_are_told_apart_from_other_kills() {
-        let xcpu = 128 + libc::SIGXCPU;
-        let kill = 128 + libc::SIGKILL;
-        assert_eq!(
-            limits().failure(xcpu, None, Duration::from_secs(1)).code,
-            "cpu_limit"
-        );
+        let (xcpu, kill) = (128 + libc::SIGXCPU, 128 + libc::SIGKILL);
+        assert!(limits().hit_cpu_limit(xcpu, Duration::from_secs(1)));
         // Killed after a second: 60 CPU seconds cannot have been used.
-        assert_eq!(
-            limits().failure(kill, None, Duration::from_secs(1)).code,
-            "engine_failed"
-        );
-        assert_eq!(
-            limits().failure(kill, None, Duration::from_secs(65)).code,
-            "cpu_limit"
-        );
+        assert!(!limits().hit_cpu_limit(kill, Duration::from_secs(1)));
+        assert!(limits().hit_cpu_limit(kill, Duration::from_secs(65)));
+        assert!(!limits().hit_cpu_limit(1, Duration::from_secs(65)));
     }
 
     #[test]

@@ -43,9 +43,22 @@ pub enum ProcessError {
     /// Cancelled; the process group was killed.
     #[error("cancelled")]
     Cancelled,
+    /// It went past a bound of the whole run; it was killed.
+    #[error("it went past its {0:?} bound")]
+    Breach(Breach),
     /// Spawning or waiting failed.
     #[error("process i/o failed: {0}")]
     Io(#[from] io::Error),
+}
+
+/// A bound of a whole run that the worker watches while it works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Breach {
+    /// Its processes together needed more memory than allowed (the
+    /// kernel killed one of them in its cgroup).
+    Memory,
+    /// Its area holds more than `ADE_MAX_OUTPUT_BYTES`.
+    Output,
 }
 
 /// Limits of one guarded run.
@@ -60,11 +73,21 @@ pub struct Guard {
 
 /// Runs `cmd` under `guard`, passing every output line to `on_line`.
 /// Returns the exit code (128 + signal for a signalled child).
-pub async fn run<F, Fut>(mut cmd: Command, guard: Guard, on_line: F) -> Result<i32, ProcessError>
+pub async fn run<F, Fut>(cmd: Command, guard: Guard, on_line: F) -> Result<i32, ProcessError>
 where
     F: FnMut(Channel, String) -> Fut,
     Fut: Future<Output = ()>,
 {
+    let (child, outputs) = spawn(cmd, guard.events_pipe)?;
+    supervise(child, outputs, guard, std::future::pending(), on_line).await
+}
+
+/// Starts `cmd` in a process group of its own (killed with the worker),
+/// with its stdout, stderr and, if asked, an events pipe on fd 3 to read.
+pub fn spawn(
+    mut cmd: Command,
+    events_pipe: bool,
+) -> Result<(Spawned, Vec<(Channel, Output)>), ProcessError> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -77,8 +100,8 @@ where
             Ok(())
         });
     }
-    let pipe = if guard.events_pipe {
-        Some(events_pipe(&mut cmd)?)
+    let pipe = if events_pipe {
+        Some(events_pipe_for(&mut cmd)?)
     } else {
         None
     };
@@ -103,7 +126,7 @@ where
         let receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(reader)?;
         outputs.push((Channel::Events, Box::new(receiver)));
     }
-    supervise(Spawned { child, pgid }, outputs, guard, on_line).await
+    Ok((Spawned { child, pgid }, outputs))
 }
 
 /// One output stream of a supervised process.
@@ -117,8 +140,8 @@ pub trait Supervised {
     fn kill(&mut self);
 }
 
-/// A child spawned by [`run`], leading its own process group.
-struct Spawned {
+/// A child spawned by [`spawn`], leading its own process group.
+pub struct Spawned {
     child: tokio::process::Child,
     pgid: i32,
 }
@@ -134,18 +157,22 @@ impl Supervised for Spawned {
 }
 
 /// Reads a started process's outputs line by line into `on_line`, under
-/// `guard`'s deadline and cancel; kills it when it exits or is stopped.
-pub async fn supervise<C, F, Fut>(
+/// `guard`'s deadline and cancel and the run's bounds (`breach` resolves
+/// when one is passed); kills it when it exits or is stopped.
+pub async fn supervise<C, B, F, Fut>(
     mut child: C,
     outputs: Vec<(Channel, Output)>,
     guard: Guard,
+    breach: B,
     mut on_line: F,
 ) -> Result<i32, ProcessError>
 where
     C: Supervised,
+    B: Future<Output = Breach>,
     F: FnMut(Channel, String) -> Fut,
     Fut: Future<Output = ()>,
 {
+    tokio::pin!(breach);
     let (tx, mut rx) = mpsc::channel(256);
     let mut readers = tokio::task::JoinSet::new();
     for (channel, output) in outputs {
@@ -165,12 +192,14 @@ where
                     _ = on_line(channel, line) => {}
                     _ = &mut deadline => break Err(ProcessError::Timeout(guard.timeout)),
                     _ = guard.cancel.cancelled() => break Err(ProcessError::Cancelled),
+                    passed = &mut breach => break Err(ProcessError::Breach(passed)),
                 },
                 None => lines_open = false,
             },
             status = child.wait() => break status.map_err(ProcessError::from),
             _ = &mut deadline => break Err(ProcessError::Timeout(guard.timeout)),
             _ = guard.cancel.cancelled() => break Err(ProcessError::Cancelled),
+            passed = &mut breach => break Err(ProcessError::Breach(passed)),
         }
     };
     child.kill();
@@ -195,26 +224,56 @@ where
 }
 
 /// A pipe whose write end the child sees as fd 3.
-fn events_pipe(cmd: &mut Command) -> io::Result<(OwnedFd, OwnedFd)> {
+fn events_pipe_for(cmd: &mut Command) -> io::Result<(OwnedFd, OwnedFd)> {
     let (reader, writer) = io::pipe()?;
-    let (reader, writer) = (OwnedFd::from(reader), OwnedFd::from(writer));
+    let (reader, writer) = (OwnedFd::from(reader), high(OwnedFd::from(writer))?);
     let fd = writer.as_raw_fd();
-    // SAFETY: between fork and exec only async-signal-safe calls are made
-    // (dup2, fcntl), on descriptors that exist in the child.
+    // SAFETY: `place_fd` makes only async-signal-safe calls.
     unsafe {
-        cmd.pre_exec(move || {
-            if fd == EVENTS_FD {
-                // dup2 onto itself keeps close-on-exec; clear it instead.
-                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            } else if libc::dup2(fd, EVENTS_FD) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || place_fd(fd, EVENTS_FD));
     }
     Ok((reader, writer))
+}
+
+/// `fd` moved to a number no [`place_fd`] target uses (a child's fds 3–9).
+pub fn high(fd: OwnedFd) -> io::Result<OwnedFd> {
+    Ok(rustix::io::fcntl_dupfd_cloexec(&fd, 64)?)
+}
+
+/// In a child between fork and exec: makes `fd` available as `target`
+/// across exec. Async-signal-safe (dup2, fcntl). Callers keep their
+/// sources out of the way of other targets (Rust opens them high).
+pub fn place_fd(fd: std::os::fd::RawFd, target: std::os::fd::RawFd) -> io::Result<()> {
+    // SAFETY: dup2/fcntl on descriptors that exist in the child.
+    unsafe {
+        if fd == target {
+            // dup2 onto itself keeps close-on-exec; clear it instead.
+            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        } else if libc::dup2(fd, target) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// What a process that failed at once wrote (its last lines, read for a
+/// short while): for the message of a start that went wrong.
+pub async fn first_lines(outputs: &mut [(Channel, Output)]) -> String {
+    let mut text = Vec::new();
+    for (channel, output) in outputs.iter_mut() {
+        if *channel == Channel::Events {
+            continue;
+        }
+        let mut read = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_millis(300), output.read_to_end(&mut read)).await;
+        text.extend(read);
+    }
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().rev().take(5).collect();
+    lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
 }
 
 /// Kills a whole process group; a group that is already gone is fine.

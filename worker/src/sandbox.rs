@@ -47,9 +47,13 @@
 //! user namespaces: a host that has one should get a dedicated uid here.
 //!
 //! Limits are rlimits (see [`crate::limits`]), inherited from the child
-//! that executes bwrap, except the process count, which `prlimit` sets
-//! inside. rlimits bound each process, not the run as a whole; a bound on a
-//! run's total memory needs a cgroup, which this does not set up.
+//! that executes bwrap, except the process count, which the sandbox's
+//! first program, `ade-sandbox-init`, sets inside (the kernel counts it
+//! per user namespace). That program also hands a run's area (its
+//! size-capped tmpfs, [`crate::area`]) to the worker and closes every
+//! descriptor the sandbox was not meant to have. A run's processes
+//! together are bounded by its cgroup ([`crate::cgroup`]), which the child
+//! joins before it executes bwrap.
 
 pub mod build;
 mod bwrap;
@@ -66,6 +70,8 @@ use std::path::{Component, Path, PathBuf};
 
 /// The uid and gid a sandbox runs as when the worker is root (`nobody`).
 pub const SANDBOX_ID: u32 = 65534;
+/// The descriptor a run's sandbox hands its area over on (see [`Sandboxed`]).
+pub const HANDOVER_FD: i32 = 5;
 /// Size of the private `/tmp` of a sandbox.
 pub const TMP_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -83,6 +89,8 @@ pub mod layout {
     pub const WHEELS: &str = "/run/ade/wheels";
     /// Tools (uv).
     pub const TOOLS: &str = "/run/ade/bin";
+    /// `ade-sandbox-init`, the first program of every sandbox.
+    pub const INIT: &str = "/run/ade/init";
     /// The private tmpfs, also `HOME` and the default working folder.
     pub const TMP: &str = "/tmp";
 }
@@ -112,6 +120,11 @@ pub enum SandboxError {
     /// A program the sandbox needs is missing.
     #[error("{0} was not found on PATH (Debian: apt-get install {1})")]
     Missing(&'static str, &'static str),
+    /// The worker's own sandbox init is not beside it.
+    #[error(
+        "ade-sandbox-init was not found beside {0} nor on PATH (it is built with the worker: cargo build --bins)"
+    )]
+    InitMissing(String),
     /// The trial sandbox at start failed.
     #[error("bubblewrap cannot run a sandbox on this host: {0}")]
     Unusable(String),
@@ -145,6 +158,15 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Sandbo
     move |source| SandboxError::Io { context, source }
 }
 
+/// A sandbox ready to spawn: the command, and where its area will come from.
+#[derive(Debug)]
+pub struct Sandboxed {
+    /// The command (spawn it with [`crate::process`]).
+    pub command: tokio::process::Command,
+    /// The run's area, when the sandbox has one.
+    pub area: Option<crate::area::Handover>,
+}
+
 /// One bind of a host path into the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Mount {
@@ -174,6 +196,14 @@ pub struct Sandbox {
     user_namespaces: bool,
     limits: Limits,
     scratch: PathBuf,
+    /// A run's area: a tmpfs of this many bytes at [`crate::area::INSIDE`].
+    area: Option<u64>,
+    /// Empty folders to make in the sandbox's root (mount points inside).
+    dirs: Vec<PathBuf>,
+    /// Descriptors the program is meant to have besides 0, 1 and 2.
+    keep_fds: Vec<i32>,
+    /// The cgroup the sandbox's processes run in.
+    cgroup: Option<std::sync::Arc<crate::cgroup::RunCgroup>>,
 }
 
 impl Sandbox {
@@ -201,7 +231,36 @@ impl Sandbox {
             user_namespaces: false,
             limits,
             scratch: scratch.into(),
+            area: None,
+            dirs: Vec::new(),
+            keep_fds: Vec::new(),
+            cgroup: None,
         }
+    }
+
+    /// Gives the program a run's area of `capacity` bytes (see
+    /// [`crate::area`]), handed to the worker before the program starts.
+    pub fn area(&mut self, capacity: u64) -> &mut Self {
+        self.area = Some(capacity);
+        self
+    }
+
+    /// Makes an empty folder at `inside` (a mount point for what the program mounts).
+    pub fn mount_point(&mut self, inside: impl Into<PathBuf>) -> &mut Self {
+        self.dirs.push(inside.into());
+        self
+    }
+
+    /// Lets the program have descriptor `fd` (which the caller sets up).
+    pub fn keep_fd(&mut self, fd: i32) -> &mut Self {
+        self.keep_fds.push(fd);
+        self
+    }
+
+    /// Runs the sandbox's processes in `cgroup`.
+    pub fn cgroup(&mut self, cgroup: std::sync::Arc<crate::cgroup::RunCgroup>) -> &mut Self {
+        self.cgroup = Some(cgroup);
+        self
     }
 
     /// Adds an argument.
@@ -300,7 +359,9 @@ impl Sandbox {
             if !m.source.is_absolute() || !is_clean_absolute(&m.dest) {
                 return bad("paths must be absolute and plain");
             }
-            if reserved.iter().any(|r| m.dest == Path::new(r)) {
+            let provided =
+                m.dest.starts_with(crate::area::INSIDE) || m.dest == Path::new(layout::INIT);
+            if provided || reserved.iter().any(|r| m.dest == Path::new(r)) {
                 return bad("the sandbox provides this path itself");
             }
             let nested = self

@@ -31,6 +31,9 @@ struct Worker {
     venv_cache_bytes: i64,
     /// `ADE_ENGINE_SANDBOX` of the worker: `bwrap`, `off` (no isolation), or null if unknown.
     sandbox: Option<String>,
+    /// How it bounds a run's processes together: `v1` or `v2` (a cgroup per
+    /// run), `none` (each process by its rlimits only), or null if unknown.
+    cgroup: Option<String>,
     #[serde(with = "serde_ts")]
     started_at: OffsetDateTime,
     #[serde(with = "serde_ts")]
@@ -80,7 +83,7 @@ async fn workers(state: AppState, who: Result<Principal, ApiError>) -> Result<Re
         .db()
         .await?
         .cached_query(
-            "SELECT id, host, concurrency, in_flight, venv_cache_bytes, started_at, heartbeat_at, sandbox FROM workers
+            "SELECT id, host, concurrency, in_flight, venv_cache_bytes, started_at, heartbeat_at, sandbox, cgroup FROM workers
              WHERE heartbeat_at > now() - make_interval(secs => $1) ORDER BY id",
             &[&LIVE_SECONDS],
         )
@@ -96,6 +99,7 @@ async fn workers(state: AppState, who: Result<Principal, ApiError>) -> Result<Re
             started_at: r.get(5),
             last_heartbeat_at: r.get(6),
             sandbox: r.get(7),
+            cgroup: r.get(8),
         })
         .collect();
     Ok(json(StatusCode::OK, &Items { items }))

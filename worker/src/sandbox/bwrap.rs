@@ -1,6 +1,6 @@
 //! The `bwrap` command line of a sandbox.
 
-use super::{Host, Mount, SANDBOX_ID, Sandbox, TMP_BYTES, Value, layout};
+use super::{HANDOVER_FD, Host, Mount, SANDBOX_ID, Sandbox, TMP_BYTES, Value, layout};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -118,16 +118,31 @@ pub(super) fn args(host: &Host, sandbox: &Sandbox, mounts: &[Mount]) -> Vec<OsSt
         let flag = if m.writable { "--bind" } else { "--ro-bind" };
         a.pair(flag, &m.source, &m.dest);
     }
+    if let Some(capacity) = sandbox.area {
+        let inside = crate::area::INSIDE;
+        a.flags(&["--size", &capacity.to_string(), "--tmpfs", inside]);
+        a.flags(&["--dir", crate::area::WORK, "--dir", crate::area::OUTPUTS]);
+    }
+    for dir in &sandbox.dirs {
+        a.flags(&["--dir"]);
+        a.path(dir);
+    }
+    a.pair("--ro-bind", &host.init, Path::new(layout::INIT));
     // The root and /dev are tmpfs mounts the sandbox could fill; nothing
-    // else is writable but the private /tmp and the writable binds.
+    // else is writable but the private /tmp, the area and the writable binds.
     a.flags(&["--remount-ro", "/dev", "--remount-ro", "/"]);
     a.flags(&["--chdir"]);
     a.path(&sandbox.cwd);
+    a.flags(&["--", layout::INIT]);
+    // The process count is per user namespace: the init sets it inside.
+    a.flags(&["--nproc", &sandbox.limits.processes.to_string()]);
+    for fd in &sandbox.keep_fds {
+        a.flags(&["--keep", &fd.to_string()]);
+    }
+    if sandbox.area.is_some() {
+        a.flags(&["--handover", &HANDOVER_FD.to_string(), crate::area::INSIDE]);
+    }
     a.flags(&["--"]);
-    // The process count is per user namespace: set it inside (see Limits).
-    let nproc = sandbox.limits.processes;
-    a.path(&host.prlimit);
-    a.flags(&[&format!("--nproc={nproc}:{nproc}"), "--"]);
     a.path(&sandbox.program);
     for arg in &sandbox.args {
         match arg {

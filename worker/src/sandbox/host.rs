@@ -1,7 +1,8 @@
 //! What this host gives every sandbox, and the commands sandboxes become.
 
 use super::{
-    Ids, Limits, Mode, SANDBOX_ID, Sandbox, SandboxError, bwrap, egress, io_error, layout, stage,
+    Ids, Limits, Mode, SANDBOX_ID, Sandbox, SandboxError, Sandboxed, bwrap, egress, io_error,
+    layout, stage,
 };
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,8 @@ use tokio::process::Command;
 pub struct Host {
     pub(super) mode: Mode,
     pub(super) bwrap: PathBuf,
-    pub(super) prlimit: PathBuf,
+    /// `ade-sandbox-init` on the host.
+    pub(super) init: PathBuf,
     /// `Some` when the worker is root: sandboxes drop to these ids.
     pub(super) drop_to: Option<Ids>,
     pub(super) system: Vec<bwrap::SystemPath>,
@@ -31,10 +33,10 @@ impl Host {
     pub async fn detect(mode: Mode, python: &str, uv: &str) -> Result<Self, SandboxError> {
         let prefix = interpreter_prefix(python).await?;
         let uv = real_uv(uv).await?;
-        let (bwrap, prlimit) = match mode {
+        let (bwrap, init) = match mode {
             Mode::Bwrap => (
                 which("bwrap").ok_or(SandboxError::Missing("bwrap", "bubblewrap"))?,
-                which("prlimit").ok_or(SandboxError::Missing("prlimit", "util-linux"))?,
+                init_program()?,
             ),
             Mode::Off => (PathBuf::new(), PathBuf::new()),
         };
@@ -43,7 +45,7 @@ impl Host {
         let host = Self {
             mode,
             bwrap,
-            prlimit,
+            init,
             drop_to: root.then_some(Ids {
                 uid: SANDBOX_ID,
                 gid: SANDBOX_ID,
@@ -172,6 +174,11 @@ impl Host {
     /// timeout or cancel: with bwrap, the group's leader is bwrap, and the
     /// kernel takes the sandbox's PID namespace down with it.
     pub fn command(&self, sandbox: &Sandbox) -> Result<Command, SandboxError> {
+        Ok(self.sandboxed(sandbox)?.command)
+    }
+
+    /// The command that runs `sandbox`, and the handle of its area.
+    pub fn sandboxed(&self, sandbox: &Sandbox) -> Result<Sandboxed, SandboxError> {
         sandbox.check()?;
         match self.mode {
             Mode::Bwrap => self.bwrap_command(sandbox),
@@ -179,15 +186,18 @@ impl Host {
         }
     }
 
-    fn bwrap_command(&self, sandbox: &Sandbox) -> Result<Command, SandboxError> {
+    fn bwrap_command(&self, sandbox: &Sandbox) -> Result<Sandboxed, SandboxError> {
         let mut mounts = sandbox.mounts.clone();
         for m in &mut mounts {
             m.source = std::fs::canonicalize(&m.source)
                 .map_err(io_error(format!("resolving {}", m.source.display())))?;
         }
         let plan = match self.drop_to {
-            Some(ids) => stage::Plan::for_sources(mounts.iter().map(|m| m.source.as_path()), ids)
-                .map_err(io_error("staging the sandbox's binds"))?,
+            Some(ids) => {
+                let sources = mounts.iter().map(|m| m.source.as_path());
+                stage::Plan::for_sources(sources.chain([self.init.as_path()]), ids)
+                    .map_err(io_error("staging the sandbox's binds"))?
+            }
             None => stage::Plan::default(),
         };
         let args = bwrap::args(self, sandbox, &mounts);
@@ -196,21 +206,37 @@ impl Host {
         for (name, value) in &sandbox.env {
             cmd.env(name, value.inside());
         }
+        let area = match sandbox.area {
+            Some(capacity) => Some(
+                crate::area::Handover::socket(capacity)
+                    .map_err(io_error("making the area's handover socket"))?,
+            ),
+            None => None,
+        };
+        let handover = area.as_ref().and_then(|a| a.child_end());
         let (limits, drop_to, mut plan) = (sandbox.limits, self.drop_to, plan);
+        let cgroup = sandbox.cgroup.clone();
         // SAFETY: between fork and exec only async-signal-safe calls are
-        // made: mount(2) and friends on prepared strings, setrlimit(2),
+        // made: mount(2) and friends on prepared strings, open/write/close
+        // of prepared cgroup paths, setrlimit(2), dup2(2), fcntl(2),
         // setgroups(2), setresgid(2), setresuid(2).
         unsafe {
             cmd.as_std_mut().pre_exec(move || {
                 plan.enter()?;
+                if let Some(cgroup) = &cgroup {
+                    cgroup.join_in_child()?;
+                }
                 limits.apply()?;
+                if let Some(fd) = handover {
+                    crate::process::place_fd(fd, super::HANDOVER_FD)?;
+                }
                 match drop_to {
                     Some(ids) => stage::drop_privileges(ids),
                     None => Ok(()),
                 }
             });
         }
-        Ok(cmd)
+        Ok(Sandboxed { command: cmd, area })
     }
 
     /// Runs a trivial sandbox (the interpreter printing its uid) and fails,
@@ -289,6 +315,20 @@ async fn real_uv(uv: &str) -> Result<PathBuf, SandboxError> {
         )));
     }
     std::fs::canonicalize(&path).map_err(io_error(format!("resolving {}", path.display())))
+}
+
+/// `ade-sandbox-init`: beside the running executable (or one folder up,
+/// for test binaries in `target/*/deps`), else on `PATH`.
+fn init_program() -> Result<PathBuf, SandboxError> {
+    const NAME: &str = "ade-sandbox-init";
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join(NAME))
+        .find(|p| p.is_file())
+        .or_else(|| which(NAME))
+        .ok_or_else(|| SandboxError::InitMissing(exe.display().to_string()))
 }
 
 /// `program` on `PATH` (or itself, if it is a path).

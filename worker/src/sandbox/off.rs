@@ -1,15 +1,17 @@
 //! `ADE_ENGINE_SANDBOX=off`: the same description, run without a sandbox.
 
-use super::{Sandbox, SandboxError, Value, io_error, layout};
+use super::{Sandbox, SandboxError, Sandboxed, Value, io_error, layout};
+use crate::area::{self, RunArea};
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use tokio::process::Command;
 
-/// `off`: the program runs directly, with the same limits. Binds become
-/// links in `<scratch>/view`, `/tmp` a folder there, and paths inside map
-/// to the view, so callers describe one layout for both modes.
-pub(super) fn unconfined(sandbox: &Sandbox) -> Result<Command, SandboxError> {
+/// `off`: the program runs directly, with the same limits (and cgroup).
+/// Binds become links in `<scratch>/view`, `/tmp` and the area folders
+/// there, and paths inside map to the view, so callers describe one layout
+/// for both modes. The area is a host folder, opened here.
+pub(super) fn unconfined(sandbox: &Sandbox) -> Result<Sandboxed, SandboxError> {
     let view = sandbox.scratch.join("view");
     let _ = std::fs::remove_dir_all(&view);
     let made = |p: &Path| io_error(format!("preparing {}", p.display()));
@@ -21,6 +23,14 @@ pub(super) fn unconfined(sandbox: &Sandbox) -> Result<Command, SandboxError> {
         std::fs::create_dir_all(parent).map_err(made(parent))?;
         std::os::unix::fs::symlink(&m.source, &link).map_err(made(&link))?;
     }
+    let area = match sandbox.area {
+        Some(_) => {
+            let folder = view.join(area::INSIDE.trim_start_matches('/'));
+            let area = RunArea::host_folder(&folder).map_err(made(&folder))?;
+            Some(area::Handover::Ready(area))
+        }
+        None => None,
+    };
     let map = |v: &Value| -> OsString {
         match v {
             Value::Text(t) => t.clone(),
@@ -34,18 +44,25 @@ pub(super) fn unconfined(sandbox: &Sandbox) -> Result<Command, SandboxError> {
     for (name, value) in &sandbox.env {
         cmd.env(name, map(value));
     }
-    let limits = sandbox.limits;
-    // SAFETY: `apply` only calls setrlimit(2).
+    let (limits, cgroup) = (sandbox.limits, sandbox.cgroup.clone());
+    // SAFETY: `apply` only calls setrlimit(2); joining the cgroup only
+    // open/write/close on prepared paths.
     unsafe {
-        cmd.as_std_mut().pre_exec(move || limits.apply());
+        cmd.as_std_mut().pre_exec(move || {
+            if let Some(cgroup) = &cgroup {
+                cgroup.join_in_child()?;
+            }
+            limits.apply()
+        });
     }
-    Ok(cmd)
+    Ok(Sandboxed { command: cmd, area })
 }
 
 /// Where `off` has a path inside: under a bind or `/tmp`, in the view.
 fn view_path(sandbox: &Sandbox, view: &Path, inside: &Path) -> PathBuf {
     let viewed = sandbox.mounts.iter().any(|m| inside.starts_with(&m.dest))
-        || inside.starts_with(layout::TMP);
+        || inside.starts_with(layout::TMP)
+        || (sandbox.area.is_some() && inside.starts_with(area::INSIDE));
     if viewed {
         view.join(inside.strip_prefix("/").unwrap_or(inside))
     } else {

@@ -13,7 +13,7 @@ fn fixed_host(mode: Mode) -> Host {
     Host {
         mode,
         bwrap: "/usr/bin/bwrap".into(),
-        prlimit: "/usr/bin/prlimit".into(),
+        init: "/opt/ade/ade-sandbox-init".into(),
         drop_to: Some(Ids {
             uid: 65534,
             gid: 65534,
@@ -91,12 +91,17 @@ fn a_run_gets_every_namespace_no_network_and_only_its_binds() {
         !args.contains(&"/etc/resolv.conf".to_owned()),
         "no DNS without network"
     );
+    position(
+        &args,
+        &["--ro-bind", "/opt/ade/ade-sandbox-init", "/run/ade/init"],
+    );
     let tail = position(&args, &["--chdir", "/tmp", "--"]);
     assert_eq!(
         args[tail + 3..],
         [
-            "/usr/bin/prlimit",
-            "--nproc=256:256",
+            "/run/ade/init",
+            "--nproc",
+            "256",
             "--",
             "/run/ade/venv/bin/python",
             "-m",
@@ -356,5 +361,55 @@ async fn the_process_limit_is_per_sandbox() {
     );
     assert_eq!((ra.0, ra.1.trim()), (0, "done"), "{}", ra.2);
     assert_eq!((rb.0, rb.1.trim()), (0, "done"), "{}", rb.2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_real_sandbox_hands_over_its_area_and_keeps_only_the_descriptors_it_is_given() {
+    use std::os::fd::AsRawFd as _;
+    let host = real_host().await;
+    let dir = tempdir("area");
+    // A descriptor the worker holds without close-on-exec, as a launching
+    // shell's pipe would be: the init closes it.
+    let (stray, _keep) = std::io::pipe().unwrap();
+    let stray = rustix::io::fcntl_dupfd_cloexec(&stray, 200).unwrap();
+    rustix::io::fcntl_setfd(&stray, rustix::io::FdFlags::empty()).unwrap();
+    let mut sb = Sandbox::new("/bin/sh", limits(), &dir);
+    sb.area(crate::area::capacity(1 << 20))
+        .cwd(crate::area::WORK);
+    let script = format!(
+        "ls /proc/self/fd | sort -n | tr '\\n' ' '; test -e /proc/self/fd/{} && echo stray-open; \
+         echo kept > /run/ade/run/outputs/kept.csv; head -c 40000000 /dev/zero > /run/ade/run/work/big 2>/dev/null || echo full",
+        stray.as_raw_fd()
+    );
+    sb.args(["-c", &script]);
+    let sandboxed = host.sandboxed(&sb).unwrap();
+    let mut cmd = sandboxed.command;
+    cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
+    let run = tokio::spawn(cmd.output());
+    let area = sandboxed
+        .area
+        .unwrap()
+        .receive(Duration::from_secs(30))
+        .await
+        .unwrap();
+    let out = run.await.unwrap().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(said.lines().next(), Some("0 1 2 3 full"), "{said}");
+    // The sandbox is gone; its area is still readable through the descriptor.
+    let used = area.used_bytes().unwrap();
+    assert!(used <= crate::area::capacity(1 << 20), "{used}");
+    let outputs = area.outputs().unwrap();
+    let kept = rustix::fs::openat(
+        &outputs,
+        "kept.csv",
+        rustix::fs::OFlags::RDONLY,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    assert_eq!(
+        std::io::read_to_string(std::fs::File::from(kept)).unwrap(),
+        "kept\n"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
