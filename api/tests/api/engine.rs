@@ -81,12 +81,13 @@ async fn an_xlsx_with_a_notes_sheet_is_found_mapped_validated_and_normalized() {
     );
     let completed = events.last().unwrap();
     assert_eq!(completed["type"], "run.completed");
-    assert_eq!(completed["payload"]["summary"]["rows"], 4);
-    // run.completed.summary is the engine's own run summary, plus the worker's counts.
+    // run.completed.summary holds the engine's own run summary under
+    // `engine`, beside the worker's counts.
     assert_eq!(
-        completed["payload"]["summary"]["outputs"],
-        summary[0]["summary"]["outputs"]
+        completed["payload"]["summary"]["engine"],
+        summary[0]["summary"]
     );
+    assert_eq!(completed["payload"]["summary"]["engine"]["rows"], 4);
     assert!(
         completed["payload"]["summary"]["console_lines"]
             .as_u64()

@@ -23,6 +23,15 @@ pub fn hooks_with(code: &str) -> String {
     )
 }
 
+/// The template with `code` at the top level of its `hooks.py`: it runs
+/// when the configuration is imported (once per warm engine, once per
+/// spawned run). `os` and `sys` are imported.
+pub fn import_code_package(code: &str) -> Vec<u8> {
+    let hooks = hooks_with("pass");
+    let module = format!("import os, sys\n{code}\n{hooks}");
+    package_of(&[("src/ade_config/hooks.py", &module)])
+}
+
 /// Runs that start a sleeping process with `marker` in its command line
 /// and sleep themselves, printing nothing.
 pub fn silent_sleeper_package(marker: &str) -> Vec<u8> {

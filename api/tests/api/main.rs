@@ -6,6 +6,7 @@ mod fixtures;
 mod follow;
 mod helpers;
 mod infra;
+mod modes;
 mod proxy;
 
 mod auth;

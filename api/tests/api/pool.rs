@@ -1,10 +1,12 @@
 //! The warm engine pool: a run forked by a build's zygote is indistinguishable
 //! from a spawned engine — the same events, byte-identical outputs, and the
-//! same ends for a broken configuration, a timeout, a cancel and a crash.
+//! same ends for a broken configuration, a timeout, a cancel and a crash
+//! (each run proves how it was started). Its isolation is tested with the
+//! sandbox's, in both modes (`sandbox/`).
 
 use crate::fixtures::run_code_package;
 use crate::helpers::{DEADLINE, Options, TestApp, ok_json, processes_mentioning};
-use ade_worker::settings::Switch;
+use crate::modes::{Mode, assert_launched};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -76,19 +78,16 @@ async fn outputs(app: &TestApp, id: &str) -> Vec<(String, Vec<u8>)> {
     files
 }
 
-/// Runs `options` once with the pool off, once with it on (fresh workers
-/// each time; `timeout` seconds per run); returns both finished runs.
+/// Runs `options` once spawned, once forked (fresh workers each time;
+/// `timeout` seconds per run); returns both finished runs.
 async fn both_ways(app: &mut TestApp, config: &str, options: Value, timeout: u64) -> [Value; 2] {
     let mut ran = Vec::new();
-    for (name, pool) in [("spawning", Switch::Off), ("warm", Switch::On)] {
-        let mut settings = app.worker_settings(name, None);
-        settings.engine_pool = pool;
-        settings.run_timeout_seconds = timeout;
-        app.start_worker_with(settings).await;
-        ran.push(app.run_to_end(config, options.clone()).await);
-        if pool == Switch::On {
-            assert!(warm_engines(app) > 0, "a warm engine ran it");
-        }
+    for mode in [Mode::Spawned, Mode::Forked] {
+        mode.start_worker(app, |s| s.run_timeout_seconds = timeout)
+            .await;
+        let run = app.run_to_end(config, options.clone()).await;
+        assert_launched(app, run["id"].as_str().unwrap(), mode).await;
+        ran.push(run);
         app.stop_workers().await;
     }
     ran.try_into().unwrap()
@@ -175,7 +174,7 @@ async fn a_warm_run_is_cancelled_with_everything_it_started() {
     let (config, doc) = app
         .package_setup(crate::fixtures::silent_sleeper_package(&marker))
         .await;
-    app.start_worker("warm", None).await;
+    Mode::Forked.start_worker(&mut app, |_| {}).await;
     let run = app.submit(&config, json!({"document_ids": [doc]})).await;
     let id = run["id"].as_str().unwrap().to_owned();
     let start = Instant::now();
@@ -199,6 +198,7 @@ async fn a_warm_run_is_cancelled_with_everything_it_started() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(app.wait_for_run(&id).await["status"], "cancelled");
+    assert_launched(&app, &id, Mode::Forked).await;
     // The warm engine itself lives on and takes the next run.
     assert!(warm_engines(&app) > 0);
     app.finish().await;

@@ -60,7 +60,7 @@ async fn a_run_succeeds_with_outputs_and_a_complete_log() {
     assert_eq!(summary["payload"]["rows"], 12);
     let completed = events.last().unwrap();
     assert_eq!(completed["payload"]["status"], "succeeded");
-    assert_eq!(completed["payload"]["summary"]["rows"], 12);
+    assert_eq!(completed["payload"]["summary"]["engine"]["rows"], 12);
 
     let logfile = app.get(&format!("/api/v1/runs/{id}/logfile")).await;
     assert_eq!(logfile.headers()["content-type"], "application/x-ndjson");

@@ -1,14 +1,25 @@
-//! The engine sandbox: what a hostile configuration can do (nothing that
-//! matters), the limits a run is held to, and `ADE_ENGINE_SANDBOX=off`.
+//! The engine sandbox, in both engine modes (forked by a warm engine, the
+//! default, and spawned):
+//!
+//! - [`hostile`]: what a hostile configuration can do (nothing that matters);
+//! - [`bounds`]: a run's memory and disk, bounded as a whole;
+//! - [`isolation`]: runs of one configuration apart, import-time leftovers,
+//!   a warm engine's start;
+//!
+//! and here: builds' network, a host where bubblewrap cannot work, and
+//! `ADE_ENGINE_SANDBOX=off`.
 
-use crate::fixtures::run_code_package;
+mod bounds;
+mod hostile;
+mod isolation;
+
 use crate::helpers::{DEADLINE, Options, TestApp, ok_json, processes_mentioning};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 /// The `message` of every `console.line` of the run's own scope.
-fn run_console(events: &[Value]) -> Vec<String> {
+pub(super) fn run_console(events: &[Value]) -> Vec<String> {
     events
         .iter()
         .filter(|e| e["type"] == "console.line" && e["payload"]["scope"] == "run")
@@ -21,8 +32,8 @@ fn run_console(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// The line the hostile configuration printed about `what`.
-fn verdict<'a>(console: &'a [String], what: &str) -> &'a str {
+/// The line a probing configuration printed about `what`.
+pub(super) fn verdict<'a>(console: &'a [String], what: &str) -> &'a str {
     let prefix = format!("HOSTILE {what}: ");
     console
         .iter()
@@ -31,7 +42,7 @@ fn verdict<'a>(console: &'a [String], what: &str) -> &'a str {
 }
 
 /// Waits until no process's command line mentions `needle`.
-async fn wait_gone(needle: &str) {
+pub(super) async fn wait_gone(needle: &str) {
     let start = Instant::now();
     while !processes_mentioning(needle).is_empty() {
         assert!(
@@ -41,207 +52,6 @@ async fn wait_gone(needle: &str) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Everything the issue's attacker did, tried from inside a run; each
-/// attempt prints what it tried and what happened.
-const HOSTILE: &str = r#"import os, socket
-def report(what, attempt):
-    try:
-        print(f"HOSTILE {what}: SUCCEEDED {attempt()}", flush=True)
-    except BaseException as e:
-        print(f"HOSTILE {what}: blocked {type(e).__name__}", flush=True)
-def search():
-    for top in ("DATA_DIR", "/run", "/tmp", "/root", "/home"):
-        for folder, _, files in os.walk(top):
-            if "VICTIM_ID" in files:
-                return os.path.join(folder, "VICTIM_ID")
-    raise FileNotFoundError("VICTIM_ID")
-def sleeper():
-    child = os.fork()
-    if child == 0:
-        os.setsid()
-        if os.fork() == 0:
-            null = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(null, fd)
-            os.execv("/bin/sleep", ["sleep", "NONCE"])
-        os._exit(0)
-    os.waitpid(child, 0)
-    import time
-    for _ in range(200):
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                if b"NONCE" in open(f"/proc/{pid}/cmdline", "rb").read():
-                    return "running"
-            except OSError:
-                pass
-        time.sleep(0.05)
-    raise RuntimeError("the sleeper did not start")
-report("read /etc/shadow", lambda: open("/etc/shadow").read()[:10])
-report("search the data dir", search)
-report("open the other document", lambda: open("VICTIM_PATH").read()[:10])
-report("connect 5432", lambda: socket.create_connection(("127.0.0.1", 5432), timeout=5))
-report("connect 5672", lambda: socket.create_connection(("127.0.0.1", 5672), timeout=5))
-report("double-fork a sleeper", sleeper)
-report("allocate 3 GiB", lambda: len(bytearray(3 * 1024 ** 3)))
-report("link to /etc/passwd", lambda: os.symlink("/etc/passwd", os.path.join(run.output_dir, "passwd.csv")))
-report("make a FIFO", lambda: os.mkfifo(os.path.join(run.output_dir, "fifo.csv")))
-report("count processes", lambda: len([p for p in os.listdir("/proc") if p.isdigit()]))
-"#;
-
-#[tokio::test]
-async fn a_hostile_configuration_gets_nothing() {
-    let app = TestApp::spawn().await;
-    // Workspace B's document, the one the attacker looks for.
-    let other = app.create_workspace().await;
-    let other = other["id"].as_str().unwrap();
-    let victim = app
-        .upload_document(other, "payroll.csv", b"name,salary\nceo,1000000\n".to_vec())
-        .await;
-    let victim_id = victim["id"].as_str().unwrap();
-    let victim_path = app.data_dir.join("documents").join(other).join(victim_id);
-    assert!(
-        victim_path.is_file(),
-        "the victim is where the attacker looks"
-    );
-    // A duration no other process has on its command line: `sleep 7NNNNNNNNN`.
-    let nonce = format!("7{:09}", uuid::Uuid::now_v7().as_u128() % 1_000_000_000);
-    let code = HOSTILE
-        .replace("DATA_DIR", &app.data_dir.to_string_lossy())
-        .replace("VICTIM_ID", victim_id)
-        .replace("VICTIM_PATH", &victim_path.to_string_lossy())
-        .replace("NONCE", &nonce);
-    let (config, doc) = app.package_setup(run_code_package(&code)).await;
-
-    let run = app
-        .run_to_end(&config, json!({"document_ids": [doc]}))
-        .await;
-    let id = run["id"].as_str().unwrap();
-    let console = run_console(&app.all_events(id).await);
-    for (what, blocked) in [
-        ("read /etc/shadow", "FileNotFoundError"),
-        ("search the data dir", "FileNotFoundError"),
-        ("open the other document", "FileNotFoundError"),
-        ("allocate 3 GiB", "MemoryError"),
-    ] {
-        assert_eq!(
-            verdict(&console, what),
-            format!("blocked {blocked}"),
-            "{what}"
-        );
-    }
-    for port in ["connect 5432", "connect 5672"] {
-        let said = verdict(&console, port);
-        assert!(said.starts_with("blocked"), "{port}: {said}");
-    }
-    // What the sandbox allows, and what becomes of it.
-    assert_eq!(
-        verdict(&console, "double-fork a sleeper"),
-        "SUCCEEDED running"
-    );
-    assert_eq!(verdict(&console, "link to /etc/passwd"), "SUCCEEDED None");
-    assert_eq!(verdict(&console, "make a FIFO"), "SUCCEEDED None");
-    let seen: u32 = verdict(&console, "count processes")
-        .trim_start_matches("SUCCEEDED ")
-        .parse()
-        .unwrap();
-    assert!(seen < 10, "the run sees only its own processes ({seen})");
-
-    // The run itself completes; the planted entries are reported, not published.
-    assert_eq!(run["status"], "succeeded", "{run}");
-    for planted in ["passwd.csv", "fifo.csv"] {
-        assert!(
-            console
-                .iter()
-                .any(|l| l.contains(&format!("{planted:?}")) && l.contains("not published")),
-            "{planted} is reported: {console:#?}"
-        );
-    }
-    let outputs = ok_json(
-        app.get(&format!("/api/v1/runs/{id}/outputs")).await,
-        StatusCode::OK,
-    )
-    .await;
-    let names: Vec<&str> = outputs["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["name"].as_str().unwrap())
-        .collect();
-    assert!(
-        !names.is_empty(),
-        "the engine's own outputs are published: {outputs}"
-    );
-    assert!(
-        !names.contains(&"passwd.csv") && !names.contains(&"fifo.csv"),
-        "{names:?}"
-    );
-    for planted in ["passwd.csv", "fifo.csv"] {
-        let res = app
-            .get(&format!("/api/v1/runs/{id}/outputs/{planted}"))
-            .await;
-        assert_eq!(
-            res.status(),
-            StatusCode::NOT_FOUND,
-            "{planted} is not served"
-        );
-    }
-    // The double-forked, setsid sleeper died with the run.
-    wait_gone(&nonce).await;
-    app.finish().await;
-}
-
-#[tokio::test]
-async fn a_run_over_its_memory_limit_fails_with_memory_limit() {
-    let app = TestApp::spawn().await;
-    let (config, doc) = app
-        .package_setup(run_code_package("_hog = bytearray(3 * 1024 ** 3)"))
-        .await;
-    let run = app
-        .run_to_end(&config, json!({"document_ids": [doc]}))
-        .await;
-    assert_eq!(run["status"], "failed", "{run}");
-    assert_eq!(run["failure"]["code"], "memory_limit", "{run}");
-    let message = run["failure"]["message"].as_str().unwrap();
-    assert!(message.contains("2147483648"), "{message}");
-    // The worker is unharmed: the next run of another configuration succeeds.
-    let (config, doc) = app.sample_setup().await;
-    let next = app
-        .run_to_end(&config, json!({"document_ids": [doc]}))
-        .await;
-    assert_eq!(next["status"], "succeeded", "{next}");
-    app.finish().await;
-}
-
-#[tokio::test]
-async fn outputs_over_the_cap_fail_the_run_with_output_limit() {
-    let mut app = TestApp::with(Options::default()).await;
-    let mut settings = app.worker_settings("capped", None);
-    settings.max_output_bytes = 1024 * 1024;
-    app.start_worker_with(settings).await;
-    // Two files under the per-file limit, over the total together.
-    let code = r#"for _n in ("a", "b"):
-    with open(os.path.join(run.output_dir, f"{_n}.bin"), "wb") as _f:
-        _f.write(b"x" * 700 * 1024)"#;
-    let (config, doc) = app.package_setup(run_code_package(code)).await;
-    let run = app
-        .run_to_end(&config, json!({"document_ids": [doc]}))
-        .await;
-    assert_eq!(run["status"], "failed", "{run}");
-    assert_eq!(run["failure"]["code"], "output_limit", "{run}");
-    let id = run["id"].as_str().unwrap();
-    let outputs = ok_json(
-        app.get(&format!("/api/v1/runs/{id}/outputs")).await,
-        StatusCode::OK,
-    )
-    .await;
-    assert_eq!(
-        outputs["files"],
-        json!([]),
-        "nothing of a failed run is served"
-    );
-    app.finish().await;
 }
 
 #[tokio::test]
@@ -267,6 +77,9 @@ async fn with_the_sandbox_off_runs_still_work_and_workers_say_so() {
     );
     let workers = wait_for_workers(&app, 1).await;
     assert_eq!(workers[0]["sandbox"], "off", "{workers:?}");
+    // The test hosts give runs cgroups (the bound tests need them); workers say which.
+    let cgroup = workers[0]["cgroup"].as_str().unwrap_or_default();
+    assert!(matches!(cgroup, "v1" | "v2"), "{workers:?}");
     // A sandboxed worker beside it says so too.
     app.start_worker("confined", None).await;
     let workers = wait_for_workers(&app, 2).await;
