@@ -59,6 +59,30 @@ pub async fn assert_launched(app: &TestApp, id: &str, mode: Mode) {
     );
 }
 
+/// Runs `config` over `doc` to its end and checks that it was started in `mode`.
+pub async fn run_in(app: &TestApp, mode: Mode, config: &str, doc: &str) -> serde_json::Value {
+    let run = app
+        .run_to_end(config, serde_json::json!({"document_ids": [doc]}))
+        .await;
+    assert_launched(app, run["id"].as_str().unwrap(), mode).await;
+    run
+}
+
+/// Asserts that `run` failed with `code`.
+pub fn assert_failed(run: &serde_json::Value, code: &str) {
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["failure"]["code"], code, "{run}");
+}
+
+/// Warm engines of this test's workers (their command lines name its data folder).
+pub fn warm_engines(app: &TestApp) -> usize {
+    let data = app.data_dir.to_string_lossy().into_owned();
+    crate::helpers::processes_mentioning("ade_engine.zygote")
+        .iter()
+        .filter(|cmd| cmd.contains(&data))
+        .count()
+}
+
 /// One `#[tokio::test]` per mode for `async fn $name(mode: Mode)`:
 /// `$name::forked` and `$name::spawned`.
 macro_rules! in_both_modes {

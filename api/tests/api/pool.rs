@@ -6,7 +6,7 @@
 
 use crate::fixtures::run_code_package;
 use crate::helpers::{DEADLINE, Options, TestApp, ok_json, processes_mentioning};
-use crate::modes::{Mode, assert_launched};
+use crate::modes::{Mode, assert_launched, warm_engines};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -48,15 +48,6 @@ async fn engine_view(app: &TestApp, id: &str) -> [Vec<Value>; 2] {
         pick(&|e| e["source"] == "engine"),
         pick(&|e| e["type"] == "console.line" && e["payload"]["scope"] == "run"),
     ]
-}
-
-/// Warm engines of this test's workers (their command lines name its data folder).
-fn warm_engines(app: &TestApp) -> usize {
-    let data = app.data_dir.to_string_lossy().into_owned();
-    processes_mentioning("ade_engine.zygote")
-        .iter()
-        .filter(|cmd| cmd.contains(&data))
-        .count()
 }
 
 async fn outputs(app: &TestApp, id: &str) -> Vec<(String, Vec<u8>)> {

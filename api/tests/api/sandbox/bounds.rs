@@ -5,7 +5,7 @@
 
 use crate::fixtures::run_code_package;
 use crate::helpers::{Options, TestApp, ok_json, processes_mentioning};
-use crate::modes::{Mode, assert_launched, in_both_modes};
+use crate::modes::{Mode, assert_failed, in_both_modes, run_in};
 use reqwest::StatusCode;
 use serde_json::json;
 use std::path::Path;
@@ -21,12 +21,8 @@ async fn a_run_over_its_memory_limit_fails_with_memory_limit(mode: Mode) {
     let (config, doc) = app
         .package_setup(run_code_package("_hog = bytearray(3 * 1024 ** 3)"))
         .await;
-    let run = app
-        .run_to_end(&config, json!({"document_ids": [doc]}))
-        .await;
-    assert_launched(&app, run["id"].as_str().unwrap(), mode).await;
-    assert_eq!(run["status"], "failed", "{run}");
-    assert_eq!(run["failure"]["code"], "memory_limit", "{run}");
+    let run = run_in(&app, mode, &config, &doc).await;
+    assert_failed(&run, "memory_limit");
     let message = run["failure"]["message"].as_str().unwrap();
     assert!(message.contains("2147483648"), "{message}");
     // The worker is unharmed: the next run of another configuration succeeds.
@@ -60,13 +56,9 @@ async fn four_processes_are_held_to_the_memory_of_their_run(mode: Mode) {
         let marker = marker.clone();
         move || resident_bytes(&marker)
     });
-    let run = app
-        .run_to_end(&config, json!({"document_ids": [doc]}))
-        .await;
+    let run = run_in(&app, mode, &config, &doc).await;
     let peak = sampler.stop();
-    assert_launched(&app, run["id"].as_str().unwrap(), mode).await;
-    assert_eq!(run["status"], "failed", "{run}");
-    assert_eq!(run["failure"]["code"], "memory_limit", "{run}");
+    assert_failed(&run, "memory_limit");
     assert!(
         peak <= 1024 * MIB * 11 / 10,
         "the run's processes held {} MiB together",
@@ -89,13 +81,9 @@ async fn outputs_over_the_cap_fail_the_run_with_output_limit(mode: Mode) {
     with open(os.path.join(run.output_dir, f"{_n}.bin"), "wb") as _f:
         _f.write(b"x" * 700 * 1024)"#;
     let (config, doc) = app.package_setup(run_code_package(code)).await;
-    let run = app
-        .run_to_end(&config, json!({"document_ids": [doc]}))
-        .await;
+    let run = run_in(&app, mode, &config, &doc).await;
     let id = run["id"].as_str().unwrap();
-    assert_launched(&app, id, mode).await;
-    assert_eq!(run["status"], "failed", "{run}");
-    assert_eq!(run["failure"]["code"], "output_limit", "{run}");
+    assert_failed(&run, "output_limit");
     let outputs = ok_json(
         app.get(&format!("/api/v1/runs/{id}/outputs")).await,
         StatusCode::OK,
@@ -131,13 +119,9 @@ async fn a_run_never_holds_more_disk_than_its_output_bound(mode: Mode) {
     let data = app.data_dir.clone();
     let baseline = disk_bytes(&data);
     let sampler = Sampler::start(move || disk_bytes(&data).saturating_sub(baseline));
-    let run = app
-        .run_to_end(&config, json!({"document_ids": [doc]}))
-        .await;
+    let run = run_in(&app, mode, &config, &doc).await;
     let peak = sampler.stop();
-    assert_launched(&app, run["id"].as_str().unwrap(), mode).await;
-    assert_eq!(run["status"], "failed", "{run}");
-    assert_eq!(run["failure"]["code"], "output_limit", "{run}");
+    assert_failed(&run, "output_limit");
     assert!(
         peak <= (64 + 32) * MIB,
         "the run held {} MiB of the host's disk",

@@ -6,9 +6,9 @@
 use super::{run_console, verdict, wait_gone};
 use crate::fixtures::run_code_package;
 use crate::helpers::{Options, TestApp, ok_json};
-use crate::modes::{Mode, assert_launched, in_both_modes};
+use crate::modes::{Mode, assert_failed, in_both_modes, run_in};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::os::fd::AsRawFd as _;
 
 /// Every probe, tried from inside a run; each prints what it tried and what happened.
@@ -139,11 +139,8 @@ async fn a_hostile_configuration_gets_nothing(mode: Mode) {
         .replace("STRAY", &stray.to_string());
     let (config, doc) = app.package_setup(run_code_package(&code)).await;
 
-    let run = app
-        .run_to_end(&config, json!({"document_ids": [doc]}))
-        .await;
+    let run = run_in(&app, mode, &config, &doc).await;
     let id = run["id"].as_str().unwrap();
-    assert_launched(&app, id, mode).await;
     let console = run_console(&app.all_events(id).await);
     for (what, blocked) in [
         ("read /etc/shadow", "FileNotFoundError"),
@@ -245,11 +242,8 @@ async fn a_link_in_place_of_the_output_folder_publishes_nothing_of_the_host(mode
     std::fs::set_permissions(&secret_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     let code = SWAP.replace("SECRET_DIR", &secret_dir.to_string_lossy());
     let (config, doc) = app.package_setup(run_code_package(&code)).await;
-    let run = app
-        .run_to_end(&config, json!({"document_ids": [doc]}))
-        .await;
+    let run = run_in(&app, mode, &config, &doc).await;
     let id = run["id"].as_str().unwrap();
-    assert_launched(&app, id, mode).await;
     assert_eq!(run["status"], "succeeded", "the engine exited 0: {run}");
     assert_eq!(output_names(&app, id).await, Vec::<String>::new());
     let res = app
@@ -278,13 +272,9 @@ async fn engine_events_tell_the_story_but_never_set_the_outcome(mode: Mode) {
     let mut app = TestApp::with(Options::default()).await;
     mode.start_worker(&mut app, |_| {}).await;
     let (config, doc) = app.package_setup(run_code_package(FORGERY)).await;
-    let run = app
-        .run_to_end(&config, json!({"document_ids": [doc]}))
-        .await;
+    let run = run_in(&app, mode, &config, &doc).await;
     let id = run["id"].as_str().unwrap();
-    assert_launched(&app, id, mode).await;
-    assert_eq!(run["status"], "failed", "{run}");
-    assert_eq!(run["failure"]["code"], "engine_failed", "{run}");
+    assert_failed(&run, "engine_failed");
     let events = app.all_events(id).await;
     let completed: &Value = events.last().unwrap();
     let summary = &completed["payload"]["summary"];

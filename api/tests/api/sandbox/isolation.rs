@@ -5,8 +5,8 @@
 
 use super::{run_console, wait_gone};
 use crate::fixtures::{import_code_package, run_code_package};
-use crate::helpers::{DEADLINE, Options, TestApp, ok_json, processes_mentioning};
-use crate::modes::{Mode, assert_launched, in_both_modes, launched};
+use crate::helpers::{DEADLINE, Options, TestApp, ok_json};
+use crate::modes::{Mode, assert_failed, assert_launched, in_both_modes, launched, warm_engines};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -122,15 +122,6 @@ in_both_modes!(
     a_process_started_at_import_does_not_outlive_its_run,
 );
 
-/// Warm engines of this test's workers (their command lines name its data folder).
-fn warm_engines(app: &TestApp) -> usize {
-    let data = app.data_dir.to_string_lossy().into_owned();
-    processes_mentioning("ade_engine.zygote")
-        .iter()
-        .filter(|cmd| cmd.contains(&data))
-        .count()
-}
-
 /// Configuration code that is slow to import in a warm engine only (not
 /// when the build checks that it imports, nor in a spawned run).
 const SLOW_IN_A_WARM_ENGINE: &str = r#"import time
@@ -186,8 +177,7 @@ async fn a_warm_engines_start_counts_against_the_runs_deadline() {
     let run = app
         .run_to_end(&config, json!({"document_ids": [doc]}))
         .await;
-    assert_eq!(run["status"], "failed", "{run}");
-    assert_eq!(run["failure"]["code"], "timeout", "{run}");
+    assert_failed(&run, "timeout");
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "the run waited out the import ({:?})",
